@@ -1,0 +1,153 @@
+"""Person detectors and the Visual Genome object detector, chosen by name.
+
+Contract (docs/DESIGN.md, "Detector API"):
+
+- A person detector is called as ``det(frames, keys=None)`` with ``frames: Tensor (B, 3, H, W)``
+  float RGB in [0, 1] and returns ``list[Detections]`` (one per frame, boxes normalised x1y1x2y2).
+- An object detector is called the same way and returns ``list[ObjectDetections]``; it has
+  ``.class_names: list[str]`` and ``.feature_dim: int`` (0 when it gives no features).
+- ``keys`` is an optional list of ``(video, timestamp_seconds)``, one per frame. Detectors that run a
+  network ignore it; the ``precomputed`` detectors need it (they look detections up by keyframe).
+
+Every factory takes flat keyword arguments; an unknown name raises ``KeyError`` listing the valid
+names. Factories that need detectron2 import it only when called.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Detections:
+    """People in one frame."""
+
+    box: Tensor  # (N, 4) float32 normalised x1, y1, x2, y2
+    score: Tensor  # (N,) float32
+    class_id: Tensor  # (N,) long: detector class id of the kept class (e.g. COCO person = 1)
+
+    def __len__(self) -> int:
+        return int(self.box.shape[0])
+
+    def to(self, device) -> "Detections":
+        return Detections(self.box.to(device), self.score.to(device), self.class_id.to(device))
+
+
+@dataclass
+class ObjectDetections:
+    """Objects in one frame with one feature vector per box."""
+
+    box: Tensor  # (N, 4) float32 normalised x1, y1, x2, y2
+    score: Tensor  # (N,) float32
+    class_id: Tensor  # (N,) long: index into the detector's `class_names`, -1 unknown
+    feature: Tensor  # (N, D) float32; D = detector.feature_dim (0 when no features)
+    attr_id: Tensor | None = None  # (N,) long: best attribute (VG attribute index), when computed
+    attr_score: Tensor | None = None  # (N,) float32
+
+    def __len__(self) -> int:
+        return int(self.box.shape[0])
+
+    def to(self, device) -> "ObjectDetections":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return ObjectDetections(mv(self.box), mv(self.score), mv(self.class_id), mv(self.feature),
+                                mv(self.attr_id), mv(self.attr_score))
+
+
+def empty_detections(device="cpu") -> Detections:
+    return Detections(torch.zeros(0, 4, device=device), torch.zeros(0, device=device),
+                      torch.zeros(0, dtype=torch.long, device=device))
+
+
+def empty_object_detections(feature_dim: int, device="cpu") -> ObjectDetections:
+    return ObjectDetections(torch.zeros(0, 4, device=device), torch.zeros(0, device=device),
+                            torch.zeros(0, dtype=torch.long, device=device),
+                            torch.zeros(0, feature_dim, device=device))
+
+
+class NoObjectDetector:
+    """`--objects none`: every frame has no objects (heads then see O = 0)."""
+
+    class_names: list[str] = []
+    feature_dim: int = 0
+
+    def __init__(self, feature_dim: int = 0, device: str = "cpu"):
+        self.feature_dim = int(feature_dim)
+        self.device = device
+
+    def __call__(self, frames: Tensor, keys=None) -> list[ObjectDetections]:
+        return [empty_object_detections(self.feature_dim, frames.device) for _ in range(frames.shape[0])]
+
+
+# ----------------------------------------------------------------------------- factories
+
+def _torchvision_person(**kw):
+    from .person import TorchvisionPersonDetector
+    return TorchvisionPersonDetector(**kw)
+
+
+def _detectron2_person(**kw):
+    from .d2 import Detectron2PersonDetector
+    return Detectron2PersonDetector(**kw)
+
+
+def _precomputed_person(**kw):
+    from .precomputed import PrecomputedPersonDetector
+    return PrecomputedPersonDetector(**kw)
+
+
+def _vg_objects(**kw):
+    from .vg import VGDetector
+    return VGDetector.from_checkpoint(**kw)
+
+
+def _vg_detectron2_objects(**kw):
+    from .d2 import Detectron2VGDetector
+    return Detectron2VGDetector(**kw)
+
+
+def _precomputed_objects(**kw):
+    from .precomputed import PrecomputedObjectDetector
+    return PrecomputedObjectDetector(**kw)
+
+
+def _no_objects(**kw):
+    return NoObjectDetector(**kw)
+
+
+PERSON_DETECTORS: dict[str, Callable[..., object]] = {
+    "torchvision": _torchvision_person,
+    "detectron2": _detectron2_person,
+    "precomputed": _precomputed_person,
+}
+
+OBJECT_DETECTORS: dict[str, Callable[..., object]] = {
+    "vg": _vg_objects,
+    "vg-detectron2": _vg_detectron2_objects,
+    "precomputed": _precomputed_objects,
+    "none": _no_objects,
+}
+
+
+def _build(registry: dict, what: str, name: str, kw: dict):
+    if name not in registry:
+        raise KeyError(f"unknown {what} {name!r}; valid names: {sorted(registry)}")
+    return registry[name](**kw)
+
+
+def build_person_detector(name: str, **kwargs):
+    """Person detector by name (`torchvision`, `detectron2`, `precomputed`)."""
+    return _build(PERSON_DETECTORS, "person detector", name, kwargs)
+
+
+def build_object_detector(name: str, **kwargs):
+    """Object detector by name (`vg`, `vg-detectron2`, `precomputed`, `none`)."""
+    return _build(OBJECT_DETECTORS, "object detector", name, kwargs)
+
+
+__all__ = [
+    "Detections", "ObjectDetections", "NoObjectDetector", "PERSON_DETECTORS", "OBJECT_DETECTORS",
+    "build_person_detector", "build_object_detector", "empty_detections", "empty_object_detections",
+]

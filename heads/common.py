@@ -1,0 +1,86 @@
+"""Pieces shared by the relation heads: neighbour masks by (video, time), masked attention, the
+LFB-style non-local block.
+
+Neighbours are always found from the keyframe arrays (`kf_video`, `kf_time`) of a `HeadInput`,
+never from positions in the batch, so that the output for a keyframe does not depend on which
+other keyframes the data pipeline happened to put in the same batch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Timestamps are float seconds; a neighbour exactly at the window edge must be in.
+TIME_EPS = 1e-3
+
+
+def same_keyframe_mask(q_kf: Tensor, k_kf: Tensor) -> Tensor:
+    """(Q,), (M,) keyframe indices -> (Q, M) bool: key belongs to the query's keyframe."""
+    return q_kf[:, None] == k_kf[None, :]
+
+
+def window_mask(kf_video: Tensor, kf_time: Tensor, q_kf: Tensor, k_kf: Tensor, radius: float,
+                *, exclude_same: bool = False) -> Tensor:
+    """(Q, M) bool: key keyframe is in the query keyframe's video and within `radius` seconds.
+
+    `exclude_same` drops keys of the query's own keyframe (memory = other keyframes only).
+    """
+    qv, kv = kf_video[q_kf], kf_video[k_kf]
+    qt, kt = kf_time[q_kf].double(), kf_time[k_kf].double()
+    m = (qv[:, None] == kv[None, :]) & ((qt[:, None] - kt[None, :]).abs() <= radius + TIME_EPS)
+    if exclude_same:
+        m &= q_kf[:, None] != k_kf[None, :]
+    return m
+
+
+def masked_softmax(logits: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over `dim` restricted to `mask`; all-masked slices give all-zero weights."""
+    logits = logits.masked_fill(~mask, float("-inf"))
+    # A slice with no valid entry would be NaN; give it zero weight instead (no message).
+    any_valid = mask.any(dim=dim, keepdim=True)
+    logits = torch.where(any_valid, logits, torch.zeros_like(logits))
+    w = torch.softmax(logits, dim=dim)
+    return w * mask.to(w.dtype)
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Scaled dot-product attention. q (Q, d), k (M, d), v (M, d_v), mask (Q, M) -> (Q, d_v)."""
+    att = (q @ k.t()) / math.sqrt(q.shape[-1])  # (Q, M)
+    return masked_softmax(att, mask) @ v
+
+
+class NonLocalBlock(nn.Module):
+    """The non-local block of LFB's feature bank operator (Wu et al. 2019, FBO-NL).
+
+    out = Dropout(W_out(ReLU(LayerNorm(softmax(theta(S) phi(L)^T / sqrt(d)) g(L))))); S' = S + out
+    (S' = S for a query with no allowed key).
+    LFB uses d = 512, layer normalisation, dropout 0.2 and a zero-initialised output projection
+    (so a fresh block is the identity).
+    """
+
+    def __init__(self, dim: int, *, dropout: float = 0.2, zero_init: bool = True):
+        super().__init__()
+        self.theta = nn.Linear(dim, dim)
+        self.phi = nn.Linear(dim, dim)
+        self.g = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, s: Tensor, lt: Tensor, mask: Tensor) -> Tensor:
+        """s (Q, d) short-term (queries), lt (M, d) bank, mask (Q, M) -> (Q, d)."""
+        h = masked_attention(self.theta(s), self.phi(lt), self.g(lt), mask)  # (Q, d)
+        h = self.dropout(self.out(F.relu(self.norm(h))))
+        # A query without any key receives no message (rather than the bias of an empty one).
+        return s + h * mask.any(dim=1, keepdim=True).to(h.dtype)
+
+
+def keyframes_with(actor_kf: Tensor, is_query: Tensor) -> Tensor:
+    """Sorted unique keyframe indices holding at least one query actor."""
+    return torch.unique(actor_kf[is_query])

@@ -1,0 +1,151 @@
+"""Graph helpers for relation heads: keyframe linking, block-sparse graphs, blocked segment softmax.
+
+A batch holds many keyframes (many videos). Graph edges only ever join nodes of *linked*
+keyframes (same video, close in time), so the adjacency is block-sparse at keyframe granularity.
+We store it as an edge list over keyframe pairs `(pair_tgt[p], pair_src[p])`, each pair a dense
+`n_max x n_max` node block (nodes padded per keyframe to `n_max`, with a boolean mask). Per-edge
+quantities are then `(P, ..., n_max, n_max)` tensors of scalars, and aggregation is one batched
+matmul per pair, so the `N x N x 2F` tensor of pairwise concatenations is never built and no
+`E x F` message tensor is built either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# Timestamps are float seconds rounded to milliseconds in the store; anything closer is "equal".
+TIME_EPS = 1e-3
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float32 for half/bfloat16 (autocast), else unchanged (float64 stays)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def link_keyframes(kf_video: Tensor, kf_time: Tensor, radius: float | None) -> tuple[Tensor, Tensor]:
+    """Pairs of linked keyframes, both directions, self pairs included.
+
+    Keyframes i and j are linked iff `kf_video[i] == kf_video[j]` and
+    `|kf_time[i] - kf_time[j]| <= radius + TIME_EPS`. `radius=None` links each keyframe to
+    itself only (no temporal edges). Never uses batch position, only (video, time).
+    Returns `(tgt, src)`, each (P,) long.
+    """
+    k = kf_video.shape[0]
+    dev = kf_video.device
+    self_idx = torch.arange(k, device=dev)
+    if radius is None or k < 2:
+        return self_idx, self_idx
+    # Sort by (video, time): in that order, if no pair at offset d is linked, none at d+1 is.
+    order = torch.argsort(kf_time, stable=True)
+    order = order[torch.argsort(kf_video[order], stable=True)]
+    vid = kf_video[order]
+    t = kf_time[order].to(torch.float64)
+    tgts, srcs = [self_idx], [self_idx]
+    for d in range(1, k):
+        a, b = order[:-d], order[d:]
+        linked = (vid[:-d] == vid[d:]) & ((t[d:] - t[:-d]) <= radius + TIME_EPS)
+        if not bool(linked.any()):
+            break
+        a, b = a[linked], b[linked]
+        tgts += [a, b]
+        srcs += [b, a]
+    return torch.cat(tgts), torch.cat(srcs)
+
+
+@dataclass
+class BlockGraph:
+    """Nodes grouped by keyframe, padded to `n_max` slots; edges as dense blocks per keyframe pair."""
+
+    num_kf: int
+    n_max: int
+    node_index: Tensor  # (N,) long: flat padded position kf * n_max + slot
+    pair_tgt: Tensor  # (P,) long: keyframe of the receiving nodes (rows)
+    pair_src: Tensor  # (P,) long: keyframe of the sending nodes (columns)
+    mask: Tensor  # (P, n_max, n_max) bool: edge row i <- column j exists
+    self_loop: Tensor  # (P, n_max, n_max) bool: the entry is a node's edge to itself
+
+    def to_padded(self, x: Tensor) -> Tensor:
+        """(N, *rest) -> (K, n_max, *rest), zeros in empty slots (differentiable)."""
+        out = x.new_zeros((self.num_kf * self.n_max,) + tuple(x.shape[1:]))
+        out = out.index_copy(0, self.node_index, x)
+        return out.view((self.num_kf, self.n_max) + tuple(x.shape[1:]))
+
+    def from_padded(self, y: Tensor) -> Tensor:
+        """(K, n_max, *rest) -> (N, *rest)."""
+        return y.reshape((self.num_kf * self.n_max,) + tuple(y.shape[2:]))[self.node_index]
+
+
+def build_block_graph(
+    node_kf: Tensor,
+    node_is_actor: Tensor,
+    num_kf: int,
+    pair_tgt: Tensor,
+    pair_src: Tensor,
+    *,
+    actor_actor: bool = True,
+    object_object: bool = True,
+) -> BlockGraph:
+    """Block graph over nodes `node_kf` (N,) given linked keyframe pairs.
+
+    Every node of keyframe `pair_tgt[p]` receives from every node of `pair_src[p]`, except
+    actor->actor edges when `actor_actor=False` and object->object edges when
+    `object_object=False`. Self-loops (a node to itself) are always kept, so every node has at
+    least one incoming edge and the softmax is never over an empty set.
+    """
+    dev = node_kf.device
+    n = node_kf.shape[0]
+    counts = torch.bincount(node_kf, minlength=num_kf)  # (K,)
+    n_max = int(counts.max()) if n > 0 else 0
+    order = torch.argsort(node_kf, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(node_kf)
+    slot[order] = torch.arange(n, device=dev) - starts[node_kf[order]]
+    node_index = node_kf * n_max + slot
+
+    ar = torch.arange(n_max, device=dev)
+    valid = ar[None, :] < counts[:, None]  # (K, n_max)
+    mask = valid[pair_tgt][:, :, None] & valid[pair_src][:, None, :]  # (P, n_max, n_max)
+    eye = torch.eye(n_max, dtype=torch.bool, device=dev)
+    self_loop = (pair_tgt == pair_src)[:, None, None] & eye[None] & mask
+    if not (actor_actor and object_object):
+        is_actor = torch.zeros(num_kf * n_max, dtype=torch.bool, device=dev)
+        is_actor[node_index] = node_is_actor
+        is_actor = is_actor.view(num_kf, n_max)
+        is_object = valid & ~is_actor
+        if not actor_actor:
+            mask = mask & ~(is_actor[pair_tgt][:, :, None] & is_actor[pair_src][:, None, :])
+        if not object_object:
+            mask = mask & ~(is_object[pair_tgt][:, :, None] & is_object[pair_src][:, None, :])
+        mask = mask | self_loop
+    return BlockGraph(num_kf, n_max, node_index, pair_tgt, pair_src, mask, self_loop)
+
+
+def blocked_softmax(logits: Tensor, mask: Tensor, pair_tgt: Tensor, num_kf: int) -> Tensor:
+    """Row softmax over all blocks sharing a target keyframe (a segment softmax).
+
+    logits (P, H, R, C), mask broadcastable to it; the softmax of row (pair_tgt[p], h, r) runs
+    over every unmasked column of every pair p with that target keyframe. Math in >= float32;
+    max-subtraction via scatter_reduce(amax) for stability, sums via index_add. Rows with no
+    unmasked entry (padding) get all-zero weights.
+    """
+    logits = logits.to(acc_dtype(logits.dtype))
+    p, h, r, _ = logits.shape
+    masked = logits.masked_fill(~mask, float("-inf"))
+    row_max = masked.amax(dim=-1)  # (P, H, R)
+    seg_max = torch.full((num_kf, h, r), float("-inf"), device=logits.device, dtype=logits.dtype)
+    seg_max = seg_max.scatter_reduce(0, pair_tgt[:, None, None].expand(p, h, r), row_max, "amax")
+    # The shift cancels in the softmax; detaching it saves backward work. Empty rows: shift 0.
+    seg_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max)).detach()
+    e = torch.exp(masked - seg_max[pair_tgt][..., None])  # exp(-inf) = 0 for masked entries
+    denom = logits.new_zeros((num_kf, h, r)).index_add(0, pair_tgt, e.sum(-1))
+    return e / denom.clamp_min(1e-30)[pair_tgt][..., None]
+
+
+def blocked_aggregate(weights: Tensor, values_padded: Tensor, graph: BlockGraph) -> Tensor:
+    """sum_j W_ij v_j per target node: weights (P, H, R, C), values (K, H, n_max, F) -> (K, H, n_max, F)."""
+    v = values_padded[graph.pair_src]  # (P, H, n_max, F)
+    msg = torch.matmul(weights.to(v.dtype), v)  # (P, H, n_max, F)
+    out = msg.new_zeros((graph.num_kf,) + tuple(msg.shape[1:]))
+    return out.index_add(0, graph.pair_tgt, msg)

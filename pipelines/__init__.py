@@ -1,0 +1,1 @@
+"""The commands: training loop, evaluation, ablations, demo, and the CLI."""

@@ -1,0 +1,63 @@
+"""Classification losses and the matching score functions, chosen by name."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def bce(logits: Tensor, target: Tensor, pose_cols: Tensor) -> Tensor:
+    """Sigmoid BCE over every class: the AVA loss of STAGE and SlowFast."""
+    return F.binary_cross_entropy_with_logits(logits, target.float())
+
+
+def pose_softmax(logits: Tensor, target: Tensor, pose_cols: Tensor) -> Tensor:
+    """Softmax CE over the (mutually exclusive) pose classes, sigmoid BCE over the interactions,
+    as ACAR-Net and IGMN train on AVA. Actors without a pose label only get the BCE term."""
+    other = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+    other[pose_cols] = False
+    loss = logits.new_zeros(())
+    if bool(other.any()):
+        loss = loss + F.binary_cross_entropy_with_logits(logits[:, other], target[:, other].float())
+    pose_t = target[:, pose_cols].float()
+    has_pose = pose_t.sum(1) > 0
+    if len(pose_cols) and bool(has_pose.any()):
+        # Soft targets: an AVA actor occasionally carries two pose labels; split the mass.
+        p = pose_t[has_pose] / pose_t[has_pose].sum(1, keepdim=True)
+        loss = loss + F.cross_entropy(logits[has_pose][:, pose_cols], p)
+    return loss
+
+
+def softmax(logits: Tensor, target: Tensor, pose_cols: Tensor) -> Tensor:
+    """Softmax CE for single-label datasets (JHMDB-21, UCF101-24): target is one-hot."""
+    return F.cross_entropy(logits, target.float().argmax(1))
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "bce": bce,
+    "pose_softmax": pose_softmax,
+    "softmax": softmax,
+}
+
+
+def scores(logits: Tensor, loss: str, pose_cols: Tensor) -> Tensor:
+    """Per-class scores in [0, 1] matching the loss the head was trained with."""
+    if loss == "bce":
+        return torch.sigmoid(logits)
+    if loss == "softmax":
+        return torch.softmax(logits, dim=1)
+    if loss == "pose_softmax":
+        out = torch.sigmoid(logits)
+        if len(pose_cols):
+            out[:, pose_cols] = torch.softmax(logits[:, pose_cols], dim=1)
+        return out
+    raise KeyError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def get_loss(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}") from None

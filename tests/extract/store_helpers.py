@@ -1,0 +1,70 @@
+"""Store test helpers kept free of torch/pytest so writer subprocesses start fast."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+
+from extract.store import StoreWriter
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LABEL_IDS = [1, 3, 5, 7]
+LABEL_NAMES = ["stand", "sit", "walk", "talk"]
+VIDEOS = [f"vid{i:02d}" for i in range(9)]
+
+
+def make_video(name: str, C: int = 16):
+    """Deterministic synthetic content of one video (same bytes in every process)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    K = int(rng.integers(1, 4))
+    ts = np.sort(rng.choice(np.arange(900, 910), K, replace=False)).astype(np.float64)
+    ac = rng.integers(0, 4, K)
+    oc = rng.integers(0, 3, K)
+    A, O = int(ac.sum()), int(oc.sum())
+    xy = rng.random((A, 2)) * 0.5
+    oxy = rng.random((O, 2)) * 0.5
+    base = dict(
+        actor_box=np.concatenate([xy, xy + 0.4], 1), actor_score=rng.random(A),
+        actor_is_gt=rng.random(A) < 0.5, actor_labels=rng.integers(0, 2, (A, len(LABEL_IDS))),
+        actor_track=rng.integers(-1, 5, A), object_box=np.concatenate([oxy, oxy + 0.3], 1),
+        object_class=rng.integers(0, 10, O), object_score=rng.random(O), object_feature=rng.standard_normal((O, 6)))
+    feat = dict(actor_pooled=rng.standard_normal((A, C)), actor_roi=rng.standard_normal((A, 3, 2, 2)),
+                actor_temporal=rng.standard_normal((A, 4, 3)), kf_context=rng.standard_normal((K, 3, 2, 2)))
+    return ts, ac, oc, base, feat
+
+
+def write_videos(path, videos, *, rank=0, flush_bytes=1, groups=("base", "sf"), stall_after=None):
+    """What an extraction rank does: skip committed videos, write the rest."""
+    w = StoreWriter(path, split="val", label_ids=LABEL_IDS, label_names=LABEL_NAMES,
+                    object_classes=[f"c{i}" for i in range(10)], rank=rank, flush_bytes=flush_bytes)
+    if stall_after is not None:
+        seen = []
+
+        def hook(fid, name):  # stop half-way through fragment number stall_after + 1
+            if fid not in seen:
+                seen.append(fid)
+            if len(seen) == stall_after + 1:
+                print("MID", flush=True)
+                import time
+                time.sleep(60)
+        w._hook = hook
+    for g in groups:
+        w.declare_group(g, {"backbone": g, "command_line": f"rank {rank}"})
+    todo = {g: set(videos) - w.done(g) for g in groups}
+    for v in videos:
+        ts, ac, oc, base, feat = make_video(v)
+        for g in groups:
+            if v in todo[g]:
+                w.add_video(g, v, timestamps=ts, actor_counts=ac, object_counts=oc,
+                            arrays=base if g == "base" else feat)
+    w.close()
+
+
+def run_writer(path, videos, **kw):
+    code = (f"import sys; sys.path.insert(0, {REPO!r}); from tests.extract.store_helpers import write_videos; "
+            f"write_videos({str(path)!r}, {list(videos)!r}, **{kw!r})")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO})
