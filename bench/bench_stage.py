@@ -19,7 +19,6 @@ at distance >= temporal_radius from the run ends is a query (exact outputs), so 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import resource

@@ -171,6 +171,33 @@ class Predictions(_Table):
 
 # ----------------------------------------------------------------------------- CSV core
 
+class _CsvTable:
+    """A parsed numeric CSV: column 0 as strings, columns 1.. as float64 (NaN where a row is short)."""
+
+    def __init__(self, path, video: np.ndarray, num: np.ndarray, ncol: np.ndarray, lines: list[int] | None):
+        self.path, self.video, self.num, self.ncol, self._lines = path, video, num, ncol, lines
+
+    def __len__(self) -> int:
+        return self.video.shape[0]
+
+    def line(self, i: int) -> int:
+        if self._lines is None:  # fast path kept no line numbers: recount (error path only)
+            self._lines = _read_csv_rows(self.path, range(1, 1000))[1]
+        return self._lines[i]
+
+    def col(self, j: int) -> np.ndarray:
+        return self.num[:, j - 1]
+
+    def int_col(self, j: int, what: str, rows: np.ndarray | None = None) -> np.ndarray:
+        v = self.col(j) if rows is None else self.col(j)[rows]
+        bad = v != np.round(v)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            i = i if rows is None else int(np.flatnonzero(rows)[i])
+            raise AvaFormatError(self.path, self.line(i), f"{what} (column {j + 1}) is not an integer: {self.col(j)[i]}")
+        return v.astype(np.int64)
+
+
 def _read_csv_rows(path, ncols: Iterable[int], delimiter: str = ",") -> tuple[list[list[str]], list[int]]:
     """All non-blank rows of `path` and their 1-based line numbers; checks the column count."""
     allowed = set(ncols)
@@ -179,47 +206,60 @@ def _read_csv_rows(path, ncols: Iterable[int], delimiter: str = ",") -> tuple[li
         for lineno, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if not rows and not lines and row[0].strip().lower() in _HEADER_FIRST_FIELDS:
+            if not rows and row[0].strip().lower() in _HEADER_FIRST_FIELDS:
                 continue  # tolerated header line
+            if len(row) not in allowed:
+                raise AvaFormatError(path, lineno, f"expected {' or '.join(map(str, sorted(allowed)))} "
+                                     f"columns, found {len(row)}: {','.join(row)!r}")
             rows.append(row)
             lines.append(lineno)
-    if rows:
-        lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        bad = ~np.isin(lens, list(allowed))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise AvaFormatError(path, lines[i], f"expected {' or '.join(map(str, sorted(allowed)))} "
-                                 f"columns, found {lens[i]}: {','.join(rows[i])!r}")
     return rows, lines
 
 
-def _numeric(path, rows, lines, col: int, values: list[str], dtype, what: str) -> np.ndarray:
-    """Column strings -> numbers; on failure find the first bad row (slow path) and name it."""
-    try:
-        if np.issubdtype(dtype, np.integer):
-            return np.array(values, dtype=np.float64).astype(dtype) if values else np.zeros(0, dtype)
-        return np.array(values, dtype=dtype) if values else np.zeros(0, dtype)
-    except ValueError:
-        pass
-    for row, line in zip(rows, lines):
-        try:
-            float(row[col])
-        except ValueError:
-            raise AvaFormatError(path, line, f"{what} (column {col + 1}) is not a number: {row[col]!r}") from None
-    raise AvaFormatError(path, None, f"cannot parse column {col + 1} ({what})")
-
-
-def _check_integral(path, lines, arr_f: np.ndarray, col: int, what: str) -> None:
-    bad = arr_f != np.round(arr_f)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise AvaFormatError(path, lines[i], f"{what} (column {col + 1}) is not an integer: {arr_f[i]}")
-
-
-def _int_column(path, rows, lines, col, what) -> np.ndarray:
-    vals = _numeric(path, rows, lines, col, [r[col] for r in rows], np.float64, what)
-    _check_integral(path, lines, vals, col, what)
-    return vals.astype(np.int64)
+def _load_csv(path, ncols: tuple[int, ...], names: tuple[str, ...]) -> _CsvTable:
+    """Fast path: one column count, no quotes -> numpy's C parser. Else (or on any parse error) a
+    row-by-row pass that names the offending line."""
+    k = max(ncols)
+    with open(path, "rb") as f:
+        data = f.read()
+    first = data.split(b"\n", 1)[0].split(b",")[0].strip().lower().decode("utf-8", "replace")
+    skip = 1 if first in _HEADER_FIRST_FIELDS else 0
+    if b'"' not in data:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        nl = np.flatnonzero(buf == 10)
+        ends = np.append(nl, buf.size) if (buf.size and buf[-1] != 10) else nl
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        cpos = np.flatnonzero(buf == 44)  # comma positions
+        per_line = np.searchsorted(cpos, ends) - np.searchsorted(cpos, starts) + 1
+        blank = np.array([not data[s:e].strip() for s, e in zip(starts[per_line == 1], ends[per_line == 1])], bool)
+        nonblank = np.ones(per_line.size, bool)
+        nonblank[np.flatnonzero(per_line == 1)[blank]] = False
+        counts = per_line[nonblank][skip:]
+        if counts.size == 0:
+            return _CsvTable(path, np.zeros(0, str), np.zeros((0, k - 1)), np.zeros(0, np.int64), [])
+        if np.all(counts == counts[0]) and counts[0] in ncols:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    num = np.loadtxt(path, delimiter=",", usecols=range(1, counts[0]), dtype=np.float64,
+                                     ndmin=2, comments=None, skiprows=skip, encoding="utf-8")
+                    video = np.loadtxt(path, delimiter=",", usecols=0, dtype=str, ndmin=1, comments=None,
+                                       skiprows=skip, encoding="utf-8")
+                if num.shape[1] < k - 1:
+                    num = np.concatenate([num, np.full((num.shape[0], k - 1 - num.shape[1]), np.nan)], 1)
+                return _CsvTable(path, np.char.strip(video), num, np.full(len(video), counts[0]), None)
+            except ValueError:
+                pass  # fall through to the slow path, which names the line
+    rows, lines = _read_csv_rows(path, ncols)
+    num = np.full((len(rows), k - 1), np.nan)
+    for r, (row, line) in enumerate(zip(rows, lines)):
+        for j in range(1, len(row)):
+            try:
+                num[r, j - 1] = float(row[j])
+            except ValueError:
+                raise AvaFormatError(path, line, f"{names[j]} (column {j + 1}) is not a number: {row[j]!r}") from None
+    video = np.array([r[0].strip() for r in rows], dtype=str) if rows else np.zeros(0, str)
+    return _CsvTable(path, video, num, np.array([len(r) for r in rows], np.int64), lines)
 
 
 def _clip_boxes(path, box: np.ndarray) -> np.ndarray:
@@ -233,23 +273,21 @@ def _clip_boxes(path, box: np.ndarray) -> np.ndarray:
     return box
 
 
-def _parse_common(path, rows, lines):
+_BOX_NAMES = ("video", "timestamp", "x1", "y1", "x2", "y2")
+
+
+def _parse_common(t: _CsvTable):
     """video, timestamp, box (clipped) from columns 0..5."""
-    video = np.array([r[0] for r in rows], dtype=str) if rows else np.zeros(0, dtype=str)
-    ts = _numeric(path, rows, lines, 1, [r[1] for r in rows], np.float64, "timestamp")
-    cols = [_numeric(path, rows, lines, c, [r[c] for r in rows], np.float64, name)
-            for c, name in zip(range(2, 6), ("x1", "y1", "x2", "y2"))]
-    box = np.stack(cols, axis=1) if rows else np.zeros((0, 4))
-    return video, ts, _clip_boxes(path, box).astype(np.float32)
+    return t.video, t.col(1), _clip_boxes(t.path, t.num[:, 1:5]).astype(np.float32)
 
 
-def _check_labels(path, lines, ids: np.ndarray, label_map: "LabelMap | None", col: int) -> None:
+def _check_labels(t: _CsvTable, ids: np.ndarray, label_map: "LabelMap | None", col: int) -> None:
     if label_map is None or ids.size == 0:
         return
     bad = ~np.isin(ids, np.asarray(label_map.ids, dtype=np.int64))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise AvaFormatError(path, lines[i], f"label id {ids[i]} (column {col + 1}) is not in the label map")
+        raise AvaFormatError(t.path, t.line(i), f"label id {ids[i]} (column {col + 1}) is not in the label map")
 
 
 def _write_csv(path, columns: list[list[str]]) -> None:
@@ -328,16 +366,14 @@ def write_label_map(path, label_map: LabelMap) -> None:
 
 def read_annotations(path, label_map: LabelMap | None = None) -> Annotations:
     """AVA ground truth CSV (7 or 8 columns; missing person_id -> -1)."""
-    rows, lines = _read_csv_rows(path, (7, 8))
-    video, ts, box = _parse_common(path, rows, lines)
-    action = _int_column(path, rows, lines, 6, "action_id")
-    _check_labels(path, lines, action, label_map, 6)
-    person = np.full(len(rows), -1, dtype=np.int64)
-    has_p = np.array([len(r) == 8 for r in rows], dtype=bool)
+    t = _load_csv(path, (7, 8), _BOX_NAMES + ("action_id", "person_id"))
+    video, ts, box = _parse_common(t)
+    action = t.int_col(6, "action_id")
+    _check_labels(t, action, label_map, 6)
+    person = np.full(len(t), -1, dtype=np.int64)
+    has_p = t.ncol == 8
     if has_p.any():
-        sub = [r for r, h in zip(rows, has_p) if h]
-        sub_lines = [ln for ln, h in zip(lines, has_p) if h]
-        person[has_p] = _int_column(path, sub, sub_lines, 7, "person_id")
+        person[has_p] = t.int_col(7, "person_id", rows=has_p)
     return Annotations(video, ts, box, action, person)
 
 
@@ -351,12 +387,11 @@ def write_annotations(path, ann: Annotations) -> None:
 
 def read_predictions(path, label_map: LabelMap | None = None) -> Predictions:
     """`video,timestamp,x1,y1,x2,y2,action_id,score` (the AVA submission format)."""
-    rows, lines = _read_csv_rows(path, (8,))
-    video, ts, box = _parse_common(path, rows, lines)
-    action = _int_column(path, rows, lines, 6, "action_id")
-    _check_labels(path, lines, action, label_map, 6)
-    score = _numeric(path, rows, lines, 7, [r[7] for r in rows], np.float64, "score")
-    return Predictions(video, ts, box, action, score)
+    t = _load_csv(path, (8,), _BOX_NAMES + ("action_id", "score"))
+    video, ts, box = _parse_common(t)
+    action = t.int_col(6, "action_id")
+    _check_labels(t, action, label_map, 6)
+    return Predictions(video, ts, box, action, t.col(7))
 
 
 def write_predictions(path, preds: Predictions) -> None:
@@ -366,11 +401,9 @@ def write_predictions(path, preds: Predictions) -> None:
 
 def read_objects(path) -> Objects:
     """`video,timestamp,x1,y1,x2,y2,class_id,score` (object detector output)."""
-    rows, lines = _read_csv_rows(path, (8,))
-    video, ts, box = _parse_common(path, rows, lines)
-    cls = _int_column(path, rows, lines, 6, "class_id")
-    score = _numeric(path, rows, lines, 7, [r[7] for r in rows], np.float64, "score")
-    return Objects(video, ts, box, cls, score)
+    t = _load_csv(path, (8,), _BOX_NAMES + ("class_id", "score"))
+    video, ts, box = _parse_common(t)
+    return Objects(video, ts, box, t.int_col(6, "class_id"), t.col(7))
 
 
 def write_objects(path, objs: Objects) -> None:
@@ -395,15 +428,10 @@ def read_proposals_csv(path) -> Proposals:
 
     The file repeats a box once per action; identical boxes of one keyframe are kept once (the first).
     """
-    rows, lines = _read_csv_rows(path, (7, 8))
-    video, ts, box = _parse_common(path, rows, lines)
-    score = np.ones(len(rows), dtype=np.float64)
-    has_s = np.array([len(r) == 8 for r in rows], dtype=bool)
-    if has_s.any():
-        sub = [r for r, h in zip(rows, has_s) if h]
-        sub_lines = [ln for ln, h in zip(lines, has_s) if h]
-        score[has_s] = _numeric(path, sub, sub_lines, 7, [r[7] for r in sub], np.float64, "score")
-    if len(rows):
+    t = _load_csv(path, (7, 8), _BOX_NAMES + ("action_id", "score"))
+    video, ts, box = _parse_common(t)
+    score = np.where(t.ncol == 8, t.col(7), 1.0)
+    if len(t):
         _, vid_idx = np.unique(video, return_inverse=True)
         key = np.column_stack([vid_idx.astype(np.float64), timestamp_keys(ts).astype(np.float64),
                                box.astype(np.float64)])
@@ -516,9 +544,8 @@ def write_proposals_csv(path, props: Proposals) -> None:
 
 def read_excluded(path) -> set[tuple[str, int]]:
     """`video,timestamp` rows -> {(video, timestamp_key)}."""
-    rows, lines = _read_csv_rows(path, (2,))
-    ts = _numeric(path, rows, lines, 1, [r[1] for r in rows], np.float64, "timestamp")
-    return set(zip([r[0] for r in rows], timestamp_keys(ts).tolist()))
+    t = _load_csv(path, (2,), ("video", "timestamp"))
+    return set(zip(t.video.tolist(), timestamp_keys(t.col(1)).tolist()))
 
 
 def write_excluded(path, pairs) -> None:
@@ -559,8 +586,13 @@ def read_frame_list(path) -> FrameList:
                                      f"(original_vido_id video_id frame_id path labels), found {len(parts)}")
             rows.append(parts if len(parts) == 5 else parts + [""])
             lines.append(lineno)
-    vid = _int_column(path, rows, lines, 1, "video_id")
-    fid = _int_column(path, rows, lines, 2, "frame_id")
+    ints = np.zeros((len(rows), 2), np.int64)
+    for r, (row, line) in enumerate(zip(rows, lines)):
+        try:
+            ints[r] = int(row[1]), int(row[2])
+        except ValueError:
+            raise AvaFormatError(path, line, f"video_id / frame_id not integers: {row[1]!r} {row[2]!r}") from None
+    vid, fid = ints[:, 0], ints[:, 1]
     return FrameList(np.array([r[0] for r in rows], dtype=str), vid, fid,
                      np.array([r[3] for r in rows], dtype=str), np.array([r[4] for r in rows], dtype=str))
 

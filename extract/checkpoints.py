@@ -228,7 +228,8 @@ def load_checkpoint(net: nn.Module, path: str | Path, *, allow_partial: bool = F
     state, fmt = read_checkpoint(path, net)
     own = net.state_dict()
     report = LoadReport(path=str(path), format=fmt)
-    report.missing = sorted(k for k in own if k not in state)
+    # BN step counters do not affect inference and Caffe2 files never have them
+    report.missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
     report.unexpected = sorted(k for k in state if k not in own)
     good = {}
     for k, v in state.items():

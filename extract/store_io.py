@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from typing import Any
@@ -185,12 +186,19 @@ def fragment_group_of(fragment_id: str) -> str:
     return fragment_id.split("-r", 1)[0]
 
 
-def _layout(shape: tuple[int, ...], itemsize: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """(chunks, shards) for an array of `shape`, split along rows only."""
+def _layout(shape: tuple[int, ...], itemsize: int, raw: bool) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """(chunks, shards) for an array of `shape`, split along rows only.
+
+    raw (uncompressed) arrays: plain chunks of up to SHARD_BYTES, one file each, read straight into
+    the destination (see read_rows_into) and sliceable by byte offset, so no inner chunks needed.
+    Compressed tables: ~1 MiB inner chunks inside shards of up to SHARD_BYTES."""
     row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
     n = max(1, shape[0])
+    trail = tuple(max(1, s) for s in shape[1:])
+    if raw:
+        return (max(1, min(n, SHARD_BYTES // row)),) + trail, None
     chunk_rows = max(1, min(n, CHUNK_BYTES // row))
-    chunks = (chunk_rows,) + tuple(max(1, s) for s in shape[1:])
+    chunks = (chunk_rows,) + trail
     if chunk_rows >= n:
         return chunks, None
     shard_rows = max(chunk_rows, (SHARD_BYTES // row) // chunk_rows * chunk_rows)
@@ -202,9 +210,10 @@ def write_fragment(loc: Location, fragment_id: str, arrays: dict[str, np.ndarray
     """Write the data of one fragment (not yet visible: its manifest is written after)."""
     g = zarr.open_group(loc.zarr_target(f"{FRAGMENTS}/{fragment_id}"), mode="w", zarr_format=3)
     for name, a in arrays.items():
-        chunks, shards = _layout(a.shape, a.dtype.itemsize)
         # Float features are noise to a compressor: store them raw so loading runs at disk speed.
-        compressors = None if a.dtype.kind == "f" and a.dtype.itemsize <= 2 else zarr.codecs.ZstdCodec(level=1)
+        raw = a.dtype.kind == "f" and a.dtype.itemsize <= 2
+        chunks, shards = _layout(a.shape, a.dtype.itemsize, raw)
+        compressors = None if raw else zarr.codecs.ZstdCodec(level=1)
         z = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks, shards=shards,
                            compressors=compressors, fill_value=0)
         if a.size:
@@ -217,9 +226,48 @@ def open_fragment_array(loc: Location, fragment_id: str, name: str):
     return zarr.open_array(loc.zarr_target(f"{FRAGMENTS}/{fragment_id}/{name}"), mode="r")
 
 
-def read_rows_into(z, start: int, stop: int, out: np.ndarray) -> None:
-    """Copy rows [start, stop) of zarr array `z` into the contiguous numpy array `out`."""
+def _plain_chunk_rows(z) -> int | None:
+    """Rows per chunk if `z` stores each chunk as raw little-endian C-order bytes (bytes codec
+    only, no compressor, no sharding, chunks spanning the trailing dims), else None."""
+    md = z.metadata
+    codecs = getattr(md, "codecs", ())
+    if len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec" or sys.byteorder != "little":
+        return None
+    endian = getattr(codecs[0], "endian", None)
+    if endian is not None and getattr(endian, "value", endian) != "little" and z.dtype.itemsize > 1:
+        return None
+    cs = tuple(md.chunk_grid.chunk_shape)
+    if z.ndim == 0 or cs[1:] != tuple(max(1, s) for s in z.shape[1:]):
+        return None
+    return cs[0]
+
+
+def read_rows_into(z, start: int, stop: int, out: np.ndarray, local_dir: str | None = None) -> None:
+    """Copy rows [start, stop) of zarr array `z` into the contiguous numpy array `out`.
+
+    For a local array of raw chunks (features) the chunk files are read with readinto straight into
+    `out`: one copy from the page cache, as fast as reading the files (zarr itself would read into a
+    buffer and copy again)."""
     if stop <= start:
+        return
+    rows = _plain_chunk_rows(z) if local_dir is not None and out.flags.c_contiguous else None
+    if rows is not None and z.dtype == out.dtype:
+        rowbytes = out.dtype.itemsize * int(np.prod(out.shape[1:], dtype=np.int64))
+        flat = out.reshape(-1).view(np.uint8)
+        for c in range(start // rows, (stop - 1) // rows + 1):
+            c0 = c * rows
+            a, b = max(start, c0), min(stop, c0 + rows)
+            dest = flat[(a - start) * rowbytes:(b - start) * rowbytes]
+            key = z.metadata.encode_chunk_key((c,) + (0,) * (z.ndim - 1))
+            try:
+                with open(os.path.join(local_dir, *key.split("/")), "rb", buffering=0) as f:
+                    f.seek((a - c0) * rowbytes)
+                    got = f.readinto(dest)
+            except FileNotFoundError:  # chunk never written: all fill value
+                out[a - start:b - start] = z.metadata.fill_value
+                continue
+            if got != len(dest):
+                raise OSError(f"{local_dir}/{key}: short chunk ({got} of {len(dest)} bytes)")
         return
     from zarr.core.buffer import cpu
 
@@ -227,6 +275,11 @@ def read_rows_into(z, start: int, stop: int, out: np.ndarray) -> None:
         z.get_basic_selection(slice(start, stop), out=cpu.NDBuffer.from_numpy_array(out))
     else:
         out[...] = z[start:stop]
+
+
+def fragment_array_dir(loc: Location, fragment_id: str, name: str) -> str | None:
+    """Local directory of a fragment array (None for remote stores)."""
+    return loc._p(f"{FRAGMENTS}/{fragment_id}/{name}") if loc.local else None
 
 
 def list_manifests(loc: Location) -> list[dict]:

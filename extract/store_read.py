@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extract.store_io import (META, Location, StoreError, axis_of, list_manifests,
+from extract.store_io import (META, Location, StoreError, axis_of, fragment_array_dir, list_manifests,
                               open_fragment_array, read_root_attrs, read_rows_into)
 
 if TYPE_CHECKING:
@@ -220,13 +220,14 @@ class FeatureStore:
         glob = np.array([self._vindex[f.videos[i]] for i in local], dtype=np.int64)
         loff = f.off[axis_of(name)]
         z = open_fragment_array(self.loc, f.id, name)
+        d = fragment_array_dir(self.loc, f.id, name)
         if len(local) == len(f.videos) and np.all(np.diff(glob) == 1) and np.all(np.diff(local) == 1):
             # The common case (one writer, or a compacted store): one contiguous block, read in place.
             read_rows_into(z, int(loff[local[0]]), int(loff[local[-1] + 1]),
-                           out[goff[glob[0]]:goff[glob[-1] + 1]])
+                           out[goff[glob[0]]:goff[glob[-1] + 1]], d)
             return
         tmp = np.empty(z.shape, dtype=z.dtype)
-        read_rows_into(z, 0, z.shape[0], tmp)
+        read_rows_into(z, 0, z.shape[0], tmp, d)
         lengths = loff[local + 1] - loff[local]
         out[_ranges(goff[glob], lengths)] = tmp[_ranges(loff[local], lengths)]
 
@@ -253,10 +254,13 @@ class FeatureStore:
                 z = self._open[key]
                 ax = axis_of(n)
                 if ax == "kf":
-                    out[f"{g}/{n}"] = z[lk]
+                    r0, r1 = lk, lk + 1
                 else:
                     off = f.kf_act if ax == "actor" else f.kf_obj
-                    out[f"{g}/{n}"] = z[int(off[lk]):int(off[lk + 1])]
+                    r0, r1 = int(off[lk]), int(off[lk + 1])
+                rows = np.empty((r1 - r0,) + z.shape[1:], dtype=z.dtype)
+                read_rows_into(z, r0, r1, rows, fragment_array_dir(self.loc, f.id, n))
+                out[f"{g}/{n}"] = rows[0] if ax == "kf" else rows
         return out
 
 

@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass
 from extract.synthetic_store import CODE_SEED, feature_codes, make_feature_store, video_arrays
 from extract.synthetic_video import make_video_dataset, render_frames, write_label_files, write_video
 from extract.synthetic_world import (
-    FIRST_KEYFRAME, GROUPS, LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, POSES, VIDEO_START, VideoSim,
+    FIRST_KEYFRAME, GROUPS, LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, POSES, R_ACT, R_OBJ, VIDEO_START,
+    VideoSim,
     World, keyframes_for, label_rates, label_rules, seconds_for, simulate_proposals, simulate_video,
     simulate_world, video_name, video_tables,
 )
 
 __all__ = [
-    "LABEL_IDS", "LABEL_NAMES", "GROUPS", "OBJECT_CLASSES", "POSES", "FIRST_KEYFRAME", "VIDEO_START",
+    "LABEL_IDS", "LABEL_NAMES", "GROUPS", "OBJECT_CLASSES", "POSES", "R_OBJ", "R_ACT", "FIRST_KEYFRAME", "VIDEO_START",
     "World", "VideoSim", "simulate_world", "simulate_video", "video_tables", "label_rules",
     "label_rates", "simulate_proposals", "video_name", "seconds_for", "keyframes_for",
     "make_video_dataset", "render_frames", "write_video", "write_label_files",

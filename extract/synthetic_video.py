@@ -30,7 +30,8 @@ import numpy as np
 
 from extract import ava_io
 from extract.synthetic_world import (
-    FIRST_KEYFRAME, GROUPS, LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, VIDEO_START, VideoSim, World,
+    FIRST_KEYFRAME, GROUPS, LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, R_ACT, R_OBJ, VIDEO_START,
+    VideoSim, World,
     keyframes_for, simulate_proposals, simulate_world, split_code,
 )
 
@@ -231,6 +232,7 @@ def make_video_dataset(
         "label_map": "annotations/label_map.pbtxt",
         "groups": "annotations/groups.json",
         "object_classes": OBJECT_CLASSES,
+        "rules": {"r_obj": R_OBJ, "r_act": R_ACT, "distance": "box centres, normalised coordinates"},
         "splits": info_splits,
     }
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -63,6 +63,8 @@ GROUPS: dict[str, list[int]] = {
 OBJECT_CLASSES: list[str] = ["cup", "bike", "phone", "chair"]
 POSES: list[str] = ["stand", "sit", "lie"]  # pose index p <-> label id p + 1
 STAND, SIT, LIE = 0, 1, 2
+R_OBJ = 0.15  # person-object nearness radius (box-centre distance, normalised)
+R_ACT = 0.2  # person-person nearness radius
 CUP, BIKE, PHONE, CHAIR = 0, 1, 2, 3
 
 VIDEO_START = 900.0  # AVA second of the first frame
@@ -244,8 +246,8 @@ def label_rules(
     object_centre: np.ndarray,
     object_class: np.ndarray,
     *,
-    r_obj: float = 0.15,
-    r_act: float = 0.2,
+    r_obj: float = R_OBJ,
+    r_act: float = R_ACT,
 ) -> np.ndarray:
     """The label rules on one video's keyframe grid.
 
@@ -310,7 +312,7 @@ def _centres(box: np.ndarray) -> np.ndarray:
     return np.stack(((b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2), axis=-1)
 
 
-def video_tables(v: VideoSim, *, r_obj: float = 0.15, r_act: float = 0.2) -> dict[str, np.ndarray]:
+def video_tables(v: VideoSim, *, r_obj: float = R_OBJ, r_act: float = R_ACT) -> dict[str, np.ndarray]:
     """One video's flat keyframe tables (keyframe index local to the video)."""
     t = v.keyframe_times
     T, na, no = t.shape[0], v.num_actors, v.num_objects
@@ -345,8 +347,8 @@ def simulate_world(
     *,
     split: str = "train",
     first_video: int = 0,
-    r_obj: float = 0.15,
-    r_act: float = 0.2,
+    r_obj: float = R_OBJ,
+    r_act: float = R_ACT,
     p_pose_change: float = 0.3,
     p_hold: float = 0.7,
     drop_prob: float = 0.03,

@@ -92,7 +92,9 @@ class STAGELayer(nn.Module):
         self.fc_out = nn.Linear(hd, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, f: Tensor, centres: Tensor, g: BlockGraph) -> Tensor:
+    def forward(self, f: Tensor, centres: Tensor, g: BlockGraph, keep: int | None = None) -> Tensor:
+        """f (N, d_f) -> (N, d_f); only the first `keep` rows are returned (and computed after
+        aggregation) when given: the last layer needs just the actors, which come first."""
         n, nh, dh = f.shape[0], self.num_heads, self.head_dim
         if self.attention == "gat":
             h = self.fc_h(f).view(n, nh, dh)  # (N, H, d_h)
@@ -129,7 +131,9 @@ class STAGELayer(nn.Module):
         wgt = blocked_softmax(d, g.mask[:, None], g.pair_tgt, g.num_kf)  # Eq. 6, (P, H, n_max, n_max)
         out = F.elu(blocked_aggregate(wgt, vp, g))  # Eq. 7, (K, H, n_max, d_h)
         out = g.from_padded(out.transpose(1, 2))  # (N, H, d_h)
-        out = self.drop(out).reshape(n, nh * dh)
+        if keep is not None:
+            out, f = out[:keep], f[:keep]
+        out = self.drop(out).reshape(out.shape[0], nh * dh)
         return self.norm(f + self.fc_out(out))
 
 
@@ -237,6 +241,7 @@ class STAGEHead(nn.Module):
         if x.num_actors == 0:
             return self.classifier(f[:0])  # (0, num_classes)
         g = self.build_graph(x, node_kf, is_actor)
-        for layer in self.layers:
-            f = layer(f, centres, g)
-        return self.classifier(f[: x.num_actors])  # (A, num_classes)
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            f = layer(f, centres, g, keep=x.num_actors if last else None)
+        return self.classifier(f)  # (A, num_classes)

@@ -29,7 +29,7 @@ def load_command(name: str) -> click.Command:
         # `extract detections` lives with the detectors' command module.
         det = importlib.import_module("pipelines.commands.detections")
         if "detections" not in cmd.commands:
-            cmd.add_command(det.detections, "detections")
+            cmd.add_command(det.detections_cmd, "detections")
     return cmd
 
 

@@ -187,10 +187,18 @@ def _match(d_group, d_box, g_group_sorted, g_box_sorted, thr: float) -> np.ndarr
         return tp
     best_gt = np.full(nd, -1, np.int64)
     best_iou = np.zeros(nd)
+    n_groups = int(max(d_group.max(), g_group_sorted[-1])) + 1
+    if n_groups <= 50_000_000:
+        # dense table of GT ranges per group: gathers instead of binary searches with random needles
+        g_cnt = np.bincount(g_group_sorted, minlength=n_groups)
+        g_lo = np.cumsum(g_cnt) - g_cnt
     for a in range(0, nd, _CHUNK):
         b = min(nd, a + _CHUNK)
-        lo = np.searchsorted(g_group_sorted, d_group[a:b], "left")
-        cnt = np.searchsorted(g_group_sorted, d_group[a:b], "right") - lo
+        if n_groups <= 50_000_000:
+            lo, cnt = g_lo[d_group[a:b]], g_cnt[d_group[a:b]]
+        else:
+            lo = np.searchsorted(g_group_sorted, d_group[a:b], "left")
+            cnt = np.searchsorted(g_group_sorted, d_group[a:b], "right") - lo
         has = np.flatnonzero(cnt > 0)
         if has.size == 0:
             continue
@@ -420,7 +428,7 @@ def plot_pr_curves(result: EvalResult, out_dir, by: str = "class", groups: dict[
                     where="pre", label=f"{c} {result.class_names.get(c, '')[:24]} AP={result.per_class[c]:.3f}")
         ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
         ax.set_title(fname.replace("_", " ", 1))
-        if len(ids) <= 20:
+        if ax.get_legend_handles_labels()[0] and len(ids) <= 20:
             ax.legend(fontsize=6, loc="lower left")
         path = os.path.join(out_dir, fname.replace("/", "-") + ".png")
         fig.savefig(path, dpi=90), plt.close(fig)

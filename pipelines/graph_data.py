@@ -161,6 +161,7 @@ def build_graph_data(
     levels: frozenset[str] = frozenset(),
     object_feature: str | None = "base/object_feature",
     track_array: str = "base/actor_track",
+    num_object_classes: int = 0,
     device: torch.device | str = "cpu",
 ) -> GraphData:
     """Filter a store's `Tables` to the selected actors and move it to `device`.
@@ -194,8 +195,13 @@ def build_graph_data(
         raise ValueError(f"unknown combine {combine!r}; valid: mean, concat")
 
     num_objects = int(tables.kf_object_offset[-1])
-    if object_feature and object_feature in data:
+    if object_feature and object_feature in data and data[object_feature].shape[-1] > 0:
         object_feat = data[object_feature]
+    elif num_object_classes > 0:
+        # Objects given as boxes and classes only (no detector features): a one-hot of the class is
+        # the most a head can know about them.
+        cls = data["base/object_class"].long().clamp(0, num_object_classes - 1)
+        object_feat = torch.nn.functional.one_hot(cls, num_object_classes).to(torch.float16)
     else:
         object_feat = torch.zeros(num_objects, 0, dtype=torch.float16)
 

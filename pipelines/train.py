@@ -25,7 +25,7 @@ from extract.store import open_store
 from heads import HEADS, build_head
 from pipelines import losses
 from pipelines.graph_data import GraphData, build_graph_data, select_actors
-from pipelines.evaluate import EvalResult, frame_map
+from pipelines.evaluate import DEFAULT_LABEL_MAP, class_groups, frame_map
 
 # Learning rates of the papers, for their reference features (SlowFast-like unless noted).
 PAPER_LR: dict[str, float] = {
@@ -135,6 +135,7 @@ def load_split(path: str, args: TrainArgs, boxes: str, threshold: float, levels,
         select=sel,
         levels=frozenset(levels),
         track_array="tracks/actor_track" if "tracks" in store.groups else "base/actor_track",
+        num_object_classes=len(store.attrs.get("object_classes") or []),
         device=data_device,
     )
     return store, tables, g
@@ -151,6 +152,26 @@ def _fits(tables, device: torch.device) -> bool:
 
 def store_label_ids(store) -> list[int]:
     return [int(i) for i in store.attrs["label_ids"]]
+
+
+def default_eval_ids(label_ids: list[int]) -> list[int]:
+    """AVA trains on 80 classes and reports the 60 of the ActivityNet list; other maps: all classes."""
+    ava60 = ava_io.read_label_map(DEFAULT_LABEL_MAP).ids
+    if len(label_ids) == 80 and set(ava60) <= set(label_ids):
+        return list(ava60)
+    return list(label_ids)
+
+
+def eval_groups(store, label_ids: list[int]) -> dict[str, list[int]]:
+    """Class groups for grouped mAP: the store's own (synthetic data records them), else AVA's."""
+    own = store.groups.get("base", {}).get("groups")
+    if own:
+        return {k: [int(i) for i in v if int(i) in label_ids] for k, v in own.items()}
+    names = [str(n) for n in store.attrs.get("label_names", [])]
+    try:
+        return class_groups(ava_io.LabelMap(ids=list(label_ids), names=names))
+    except (ValueError, KeyError):
+        return {}
 
 
 def gt_for_eval(tables, label_ids: list[int]) -> dict[str, np.ndarray]:
@@ -243,9 +264,10 @@ def train(args: TrainArgs) -> dict:
     label_ids = store_label_ids(train_store)
     if store_label_ids(val_store) != label_ids:
         raise ValueError(f"train and val stores have different label maps: {args.train_store}, {args.val_store}")
-    eval_ids = [i for i in (args.eval_label_ids or label_ids) if i in label_ids]
+    eval_ids = [i for i in (args.eval_label_ids or default_eval_ids(label_ids)) if i in label_ids]
     pose_cols = torch.tensor([label_ids.index(i) for i in args.pose_ids if i in label_ids], dtype=torch.long)
     gt = gt_for_eval(val_tables, label_ids)
+    groups = eval_groups(val_store, label_ids)
     if train_g.num_actors == 0 or val_g.num_actors == 0:
         raise ValueError(f"no actors selected (train: {train_g.num_actors}, val: {val_g.num_actors}); "
                          "check --train-boxes/--val-boxes and the score thresholds")
@@ -292,6 +314,8 @@ def train(args: TrainArgs) -> dict:
         for start in bar:
             q = order[start : start + args.batch_size]
             x, rows = train_g.batch(q, radius)
+            if hasattr(head, "aux_loss"):
+                x.extras["labels"] = labels[rows]  # IGMN's auxiliary losses are supervised per actor
             x = x.to(device)
             target = labels[rows[x.is_query.to(rows.device)]].to(device)
             with torch.autocast(device.type, enabled=args.amp and device.type == "cuda"):
@@ -325,7 +349,7 @@ def train(args: TrainArgs) -> dict:
             state["best_map"], state["best_epoch"] = result.map, epoch + 1
             _atomic_save({"model": head.state_dict(), "config": config, "epoch": epoch + 1}, out / "best.pt")
             write_predictions_csv(out / "val_predictions.csv", det, val_tables)
-            (out / "per_class_ap.json").write_text(json.dumps(result.to_json(), indent=2))
+            (out / "per_class_ap.json").write_text(json.dumps(result.to_json(groups), indent=2))
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         _atomic_save({"model": head.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "state": state, "rng": rng, "config": config}, out / "last.pt")

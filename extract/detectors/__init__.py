@@ -77,8 +77,9 @@ class NoObjectDetector:
         self.feature_dim = int(feature_dim)
         self.device = device
 
-    def __call__(self, frames: Tensor, keys=None) -> list[ObjectDetections]:
-        return [empty_object_detections(self.feature_dim, frames.device) for _ in range(frames.shape[0])]
+    def __call__(self, frames: Tensor | None, keys=None) -> list[ObjectDetections]:
+        n = len(keys) if frames is None else frames.shape[0]
+        return [empty_object_detections(self.feature_dim, self.device) for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------- factories

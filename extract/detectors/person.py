@@ -39,7 +39,8 @@ class TorchvisionPersonDetector(nn.Module):
 
     def __init__(self, *, weights: str | None = None, random_init: bool = False,
                  score_thresh: float = 0.8, nms_thresh: float = 0.5, max_per_frame: int = 50,
-                 min_size: int = 800, max_size: int = 1333, device: str = "cpu"):
+                 min_size: int = 800, max_size: int = 1333, rpn_pre_nms_top_n_test: int = 1000,
+                 rpn_post_nms_top_n_test: int = 1000, device: str = "cpu"):
         super().__init__()
         from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 
@@ -49,8 +50,11 @@ class TorchvisionPersonDetector(nn.Module):
         # The model's own thresholds are set loose so that ours (applied to people only) decide.
         self.model = fasterrcnn_resnet50_fpn_v2(
             weights=None, weights_backbone=None, num_classes=91, min_size=min_size, max_size=max_size,
-            box_score_thresh=min(0.05, score_thresh), box_detections_per_img=max(100, 2 * max_per_frame))
+            box_score_thresh=min(0.05, score_thresh), box_detections_per_img=max(100, 2 * max_per_frame),
+            rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test)
         self.random_init = random_init
+        if random_init:
+            warn_random_init("torchvision person detector")
         if weights is not None:
             sd = load_state_dict_file(weights)
             try:

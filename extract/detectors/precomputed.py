@@ -222,7 +222,7 @@ class PrecomputedObjectDetector:
             warnings.warn(f"{path} holds boxes without features and no feature_extractor was given: "
                           "objects will have no features (feature_dim 0)", UserWarning, stacklevel=2)
 
-    def __call__(self, frames: Tensor | None, keys) -> list[ObjectDetections]:
+    def __call__(self, frames: Tensor | None, keys=None) -> list[ObjectDetections]:
         if keys is None:
             raise ValueError("the precomputed object detector needs keys=[(video, timestamp), ...]")
         out = []
@@ -273,7 +273,7 @@ class PrecomputedPersonDetector:
         self.box = torch.from_numpy(np.asarray(props.box, np.float32))
         self.score = torch.from_numpy(np.asarray(props.score, np.float32))
 
-    def __call__(self, frames: Tensor | None, keys) -> list[Detections]:
+    def __call__(self, frames: Tensor | None, keys=None) -> list[Detections]:
         if keys is None:
             raise ValueError("the precomputed person detector needs keys=[(video, timestamp), ...]")
         out = []

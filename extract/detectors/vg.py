@@ -239,6 +239,7 @@ class VGDetector(nn.Module):
     def proposals(self, feat: Tensor, image_hw: tuple[int, int]) -> list[Tensor]:
         """RPN: res4 map -> per image (P, 4) proposals in input pixels, objectness order."""
         logits, deltas = self.rpn_head(feat)
+        logits, deltas = logits.float(), deltas.float()  # box coordinates need fp32 under autocast
         b, a, fh, fw = logits.shape
         anchors = grid_anchors(self.cell_anchors, fh, fw, 16)
         logits = logits.permute(0, 2, 3, 1).reshape(b, -1)  # (B, fh*fw*A)
@@ -260,7 +261,7 @@ class VGDetector(nn.Module):
         rois = torch.cat([torch.cat((torch.full_like(b[:, :1], i), b), 1) for i, b in enumerate(boxes)])
         if rois.shape[0] == 0:
             return feat.new_zeros(0, self.feature_dim)
-        return self.res5(self.pool(feat, rois.to(feat.dtype))).mean(dim=(2, 3))
+        return self.res5(self.pool(feat.float(), rois.float())).mean(dim=(2, 3))
 
     # ------------------------------------------------------------------ inference
 

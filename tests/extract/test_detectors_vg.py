@@ -1,8 +1,6 @@
 """Built-in bottom-up-attention VG detector: checkpoint names, conversion, forward, post-processing."""
 import math
-import os
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from extract.detectors.vg import (VGDetector, apply_deltas, cell_anchors, grid_a
 from extract.detectors.vg_convert import convert_d2_state, read_d2_checkpoint, to_d2_arrays, write_d2_pickle
 
 torch.set_num_threads(1)
-SMALL = dict(min_size=128, max_size=160, rpn_pre_nms_topk=300, rpn_post_nms_topk=8)
+SMALL = dict(min_size=96, max_size=120, rpn_pre_nms_topk=300, rpn_post_nms_topk=6)
 
 
 def _expected_d2_names() -> set[str]:
@@ -56,7 +54,8 @@ def ckpt(tmp_path_factory):
     del src, sd
     path = str(tmp_path_factory.mktemp("vg") / "faster_rcnn_from_caffe_attr.pkl")
     write_d2_pickle(path, arrays)
-    model = build_object_detector("vg", weights=path, score_thresh=0.0, max_objects=5, **SMALL)
+    with pytest.warns(UserWarning, match="no VG class list"):
+        model = build_object_detector("vg", weights=path, score_thresh=0.0, max_objects=5, **SMALL)
     return path, arrays, model
 
 
@@ -116,7 +115,7 @@ def test_converter_errors_and_defaults(ckpt):
 def test_forward_shapes_and_classes(ckpt):
     _, _, model = ckpt
     torch.manual_seed(0)
-    frames = torch.rand(2, 3, 96, 120)
+    frames = torch.rand(2, 3, 72, 90)  # upscaled to 96 x 120 by the detector's resize
     out = model(frames)
     assert len(out) == 2
     for det in out:
@@ -135,7 +134,7 @@ def test_forward_shapes_and_classes(ckpt):
 def test_proposal_boxes_features_match_features_for_boxes(ckpt):
     _, _, model = ckpt
     torch.manual_seed(1)
-    frame = torch.rand(3, 128, 160)  # already at min_size: no resize, pixel boxes map exactly
+    frame = torch.rand(3, 96, 120)  # already at min_size: no resize, pixel boxes map exactly
     model.box_source = "proposal"
     try:
         det = model(frame[None])[0]
@@ -245,15 +244,17 @@ def test_precomputed_boxes_get_features_from_vg_head(ckpt, tmp_path):
     """Boxes-only bottom-up-attention TSV: the built-in head pools their features."""
     import base64
     _, _, model = ckpt
-    boxes_px = np.array([[10, 20, 60, 90], [0, 0, 128, 64]], np.float32)
-    row = ["vid_x_0902", "160", "128", "2", base64.b64encode(boxes_px.tobytes()).decode(), ""]
+    boxes_px = np.array([[10, 20, 60, 90], [0, 0, 96, 64]], np.float32)
+    row = ["vid_x_0902", "120", "96", "2", base64.b64encode(boxes_px.tobytes()).decode(), ""]
     p = tmp_path / "boxes.tsv"
     p.write_text("\t".join(row) + "\n")
-    det = build_object_detector("precomputed", path=str(p), feature_extractor=model)
+    with pytest.warns(UserWarning, match="no VG class list"):
+        det = build_object_detector("precomputed", path=str(p), feature_extractor=model)
     assert det.feature_dim == 2048
     torch.manual_seed(2)
-    frames = torch.rand(1, 3, 128, 160)
+    frames = torch.rand(1, 3, 96, 120)
     out = det(frames, [("vid_x", 902.0)])[0]
-    ref = model.features_for_boxes(frames[0], torch.from_numpy(boxes_px / [160, 128, 160, 128]).float())
-    assert_close(out.feature, ref)
-    assert_close(out.box, torch.from_numpy(boxes_px / np.array([160, 128, 160, 128], np.float32)))
+    norm = torch.from_numpy(boxes_px / np.array([120, 96, 120, 96], np.float32))
+    assert_close(out.box, norm)
+    assert_close(out.feature, model.features_for_boxes(frames[0], norm))
+    assert out.feature.abs().sum() > 0

@@ -41,6 +41,7 @@ def make_input(kf_video, kf_time, actors_per_kf, *, actor_dim=6, object_dim=5, s
     if temporal_t is not None:
         x.actor_temporal = torch.randn(a, temporal_t, temporal_dim or actor_dim, generator=g)
     if tracks is not None:
+        assert len(tracks) == a, f"{len(tracks)} track ids for {a} actors"
         x.actor_track = torch.tensor(tracks, dtype=torch.long)
     return x
 

@@ -1,0 +1,488 @@
+"""The `extract features` job: backbone features of every actor box into the feature store.
+
+For each video (sorted; this rank's share under `--shard i/n` or torchrun's RANK/WORLD_SIZE):
+  rows    the `base` group rows: from the annotation/proposal/object files (or a person/object
+          detector on the keyframe frame), or read back from the store when `base` is already
+          committed for that video (a second backbone aligns with the first one's boxes);
+  clips   decoded in background threads around each keyframe (extract.video, extract.clip_loader);
+  feats   backbone maps -> RoI pooling (extract.roi) -> `actor_pooled` (+ roi, temporal, context);
+  write   StoreWriter.add_video(base) and add_video(<group>); committed videos are skipped on rerun.
+
+A video that cannot be read fails alone (its message names it); the run goes on and the summary
+lists it. Keyframes past the end of a video are dropped and listed in the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract import ava_io
+from extract.actors import KeyframeRows, RowBuilder, rows_from_tables
+from extract.backbones import BACKBONES, VideoBackbone, build_backbone, warn_random_init
+from extract.checkpoints import load_checkpoint
+from extract.clip_loader import Unit, iterate_units
+from extract.roi import LEVELS, pool_rois
+from extract.video import find_videos
+
+SUMMARY_KEYS = ("videos", "done", "skipped", "failed", "keyframes", "boxes", "objects", "bytes_written")
+
+
+@dataclass
+class ExtractArgs:
+    """Arguments of `extract features` (see the CLI help for each)."""
+
+    split: str
+    videos: str
+    label_map: str
+    dataset: str = "ava"
+    out: str | None = None  # default cache/<dataset>/<split>.zarr
+    annotations: str | None = None
+    proposals: str | None = None
+    person_detector: str = "precomputed"
+    person_detector_kwargs: dict = field(default_factory=dict)
+    objects: str = "none"
+    objects_file: str | None = None
+    object_detector_kwargs: dict = field(default_factory=dict)
+    min_proposal_score: float = 0.0
+    transfer_labels: bool = True
+    label_iou: float = 0.9
+    backbone: str = "slowfast_r50"
+    group: str | None = None  # default: the backbone name
+    checkpoint: str | None = None
+    random_init: bool = False
+    allow_partial_checkpoint: bool = False
+    res5_dilation: bool = False
+    backbone_kwargs: dict = field(default_factory=dict)  # constructor overrides (tiny test configs)
+    sampling_overrides: dict = field(default_factory=dict)
+    save: tuple[str, ...] = ()
+    context_grid: int | None = None
+    roi_resolution: int = 7
+    roi_aligned: bool = True
+    time_offset: float | None = None  # None: 0 for video files, 900 for PySlowFast frame folders
+    kinetics_names: bool = False
+    fps: float = 30.0
+    batch_size: int = 8
+    num_workers: int = 2
+    device: str = "cpu"
+    amp: bool = True
+    shard: str | None = None  # "i/n"
+    allow_config_mismatch: bool = False
+    flush_mb: int = 64
+    seed: int = 0
+    progress: bool = True
+    limit_videos: int | None = None
+
+    def __post_init__(self):
+        self.save = tuple(s for s in (self.save.split(",") if isinstance(self.save, str) else self.save) if s)
+        if not self.split:
+            raise ValueError("split must be a non-empty name")
+        for name in ("videos", "label_map", "annotations", "proposals", "objects_file", "checkpoint"):
+            p = getattr(self, name)
+            if p is not None and not Path(p).exists():
+                raise ValueError(f"{name}: {p} does not exist")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(sorted(BACKBONES))}")
+        if self.checkpoint is None and not self.random_init:
+            raise ValueError("no --checkpoint given: pass one, or --random-init for tests and the demo "
+                             "(random weights give meaningless features)")
+        if self.checkpoint is not None and self.random_init:
+            raise ValueError("--checkpoint and --random-init exclude each other")
+        bad = set(self.save) - set(LEVELS)
+        if bad:
+            raise ValueError(f"--save: unknown levels {sorted(bad)}; valid: {', '.join(LEVELS)}")
+        if self.context_grid is not None and self.context_grid < 1:
+            raise ValueError(f"context_grid must be >= 1, got {self.context_grid}")
+        if not 0.0 < self.label_iou <= 1.0:
+            raise ValueError(f"label_iou must be in (0, 1], got {self.label_iou}")
+        if self.objects == "precomputed" and self.objects_file is None:
+            raise ValueError("--objects precomputed needs --objects-file (an objects CSV)")
+        if self.person_detector == "precomputed" and self.annotations is None and self.proposals is None:
+            raise ValueError("with --person-detector precomputed give --annotations and/or --proposals")
+        if self.batch_size < 1 or self.num_workers < 0 or self.roi_resolution < 1:
+            raise ValueError("batch_size and roi_resolution must be >= 1, num_workers >= 0")
+        if self.shard is not None:
+            parse_shard(self.shard)
+        if self.group is None:
+            self.group = self.backbone
+        if self.group == "base":
+            raise ValueError("group 'base' is reserved for the boxes")
+        if self.out is None:
+            self.out = str(Path("cache") / self.dataset / f"{self.split}.zarr")
+
+
+def parse_shard(s: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in s.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {s!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {s!r}: need 0 <= i < n")
+    return i, n
+
+
+def resolve_rank(shard: str | None) -> tuple[int, int]:
+    """(rank, world): --shard wins, else torchrun's RANK / WORLD_SIZE, else (0, 1)."""
+    if shard is not None:
+        return parse_shard(shard)
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shard_videos(videos: list[str], rank: int, world: int) -> list[str]:
+    """Video i of the sorted list goes to rank i % world."""
+    return [v for i, v in enumerate(sorted(videos)) if i % world == rank]
+
+
+def _device(args: ExtractArgs) -> torch.device:
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return dev
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def _group_attrs(args: ExtractArgs, bb: VideoBackbone, ckpt_format: str | None) -> dict:
+    return {**bb.metadata(), "kind": "backbone",
+            "checkpoint": None if args.checkpoint is None else Path(args.checkpoint).name,
+            "checkpoint_format": ckpt_format, "random_init": bool(args.random_init),
+            "res5_dilation": bool(args.res5_dilation), "roi_resolution": args.roi_resolution,
+            "roi_aligned": args.roi_aligned, "levels": sorted(args.save), "context_grid": args.context_grid,
+            "pooling": "temporal mean per pathway, concat, RoIAlign, spatial max"}
+
+
+def _base_attrs(args: ExtractArgs) -> dict:
+    name = lambda p: None if p is None else Path(p).name  # noqa: E731
+    return {"kind": "boxes", "annotations": name(args.annotations), "proposals": name(args.proposals),
+            "person_detector": args.person_detector, "objects": args.objects,
+            "objects_file": name(args.objects_file), "min_proposal_score": args.min_proposal_score,
+            "transfer_labels": args.transfer_labels, "label_iou": args.label_iou, "fps": args.fps,
+            "time_offset": args.time_offset}
+
+
+class _Detect:
+    """Person / object detectors on keyframe frames (only when named; `precomputed`/`none` read files)."""
+
+    def __init__(self, args: ExtractArgs, device):
+        self.person = self.objects = None
+        if args.person_detector != "precomputed" or args.objects not in ("none", "precomputed"):
+            from extract.detectors import build_object_detector, build_person_detector
+            if args.person_detector != "precomputed":
+                self.person = build_person_detector(args.person_detector, **args.person_detector_kwargs)
+            if args.objects not in ("none", "precomputed"):
+                self.objects = build_object_detector(args.objects, **args.object_detector_kwargs)
+        self.device = device
+
+    def run(self, clips: np.ndarray, keys: list[tuple[str, float]]):
+        """Keyframe frames = the middle frame of each clip (sample index T/2 is the keyframe)."""
+        mid = clips[:, clips.shape[1] // 2]  # (B, H, W, 3)
+        frames = torch.from_numpy(mid).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        people = objs = None
+        with torch.no_grad():
+            if self.person is not None:
+                people = [(d.box.cpu().numpy().astype(np.float32), d.score.cpu().numpy().astype(np.float32))
+                          for d in self.person(frames, keys=keys)]
+            if self.objects is not None:
+                objs = []
+                for d in self.objects(frames, keys=keys):
+                    o = {"object_box": d.box.cpu().numpy().astype(np.float32),
+                         "object_class": d.class_id.cpu().numpy().astype(np.int64),
+                         "object_score": d.score.cpu().numpy().astype(np.float32)}
+                    if getattr(self.objects, "feature_dim", 0):
+                        o["object_feature"] = d.feature.cpu().numpy().astype(np.float32)
+                    objs.append(o)
+        return people, objs
+
+
+def run_extract(args: ExtractArgs) -> dict:
+    """Run the job; returns the summary dict (see SUMMARY_KEYS). Failed videos do not raise."""
+    from extract.store import StoreWriter, estimate_bytes, format_bytes, open_store
+
+    t_start = time.time()
+    torch.manual_seed(args.seed)
+    rank, world = resolve_rank(args.shard)
+    device = _device(args)
+    label_map = ava_io.read_label_map(args.label_map)
+    ann = ava_io.read_annotations(args.annotations, label_map) if args.annotations else None
+    props = ava_io.read_proposals(args.proposals) if args.proposals else None
+    objs = ava_io.read_objects(args.objects_file) if args.objects == "precomputed" else None
+    rows = RowBuilder(label_ids=label_map.ids, annotations=ann, proposals=props, objects=objs,
+                      min_proposal_score=args.min_proposal_score, transfer_labels=args.transfer_labels,
+                      label_iou=args.label_iou)
+
+    bb = build_backbone(args.backbone, res5_dilation=args.res5_dilation,
+                        sampling_overrides=args.sampling_overrides or None, **args.backbone_kwargs)
+    ckpt_format = None
+    if args.random_init:
+        warn_random_init(args.backbone)
+        print(f"WARNING: backbone {args.backbone} is RANDOMLY INITIALISED (--random-init); the features "
+              "are for tests and the demo only", file=sys.stderr)
+    else:
+        report = load_checkpoint(bb.net, args.checkpoint, allow_partial=args.allow_partial_checkpoint)
+        ckpt_format = report.format
+        if not report.complete:
+            print(f"WARNING: partial checkpoint load: {report.describe()}", file=sys.stderr)
+    bb = bb.to(device).eval()
+    s = bb.sampling
+
+    available = find_videos(args.videos, kinetics_names=args.kinetics_names)
+    wanted = sorted(rows.videos()) if args.person_detector == "precomputed" else sorted(available)
+    mine = shard_videos(wanted, rank, world)
+    if args.limit_videos is not None:
+        mine = mine[: args.limit_videos]
+
+    writer = StoreWriter(args.out, split=args.split, label_ids=label_map.ids, label_names=label_map.names,
+                         object_classes=None, rank=rank, flush_bytes=args.flush_mb << 20)
+    group = args.group
+    writer.declare_group(group, _group_attrs(args, bb, ckpt_format), allow_mismatch=args.allow_config_mismatch)
+    done_group, done_base = writer.done(group), writer.done("base")
+    todo = [v for v in mine if v not in done_group]
+    summary = {"videos": len(mine), "done": 0, "skipped": len(mine) - len(todo), "failed": [],
+               "missing_videos": [], "keyframes": 0, "boxes": 0, "objects": 0, "keyframes_past_end": [],
+               "bytes_written": 0, "store": args.out, "group": group, "rank": rank, "world": world,
+               "random_init": bool(args.random_init)}
+    if any(v not in done_base for v in todo):
+        writer.declare_group("base", _base_attrs(args), allow_mismatch=args.allow_config_mismatch)
+    stored_base = None
+    if any(v in done_base for v in todo):
+        stored_base = open_store(args.out).load(select={"base": None})
+
+    # rows per video (known up front unless a person / object detector runs per keyframe)
+    detect = _Detect(args, device)
+    plan: dict[str, KeyframeRows | None] = {}
+    keys_of: dict[str, list[int]] = {}
+    for v in list(todo):
+        if v not in available:
+            summary["missing_videos"].append(v)
+            summary["failed"].append({"video": v, "error": f"video {v!r} not found under {args.videos}"})
+            todo.remove(v)
+            continue
+        if v in done_base:
+            plan[v] = rows_from_tables(stored_base, v)
+            keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
+        elif detect.person is None and detect.objects is None:
+            plan[v] = rows.build(v)
+            keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
+        else:
+            keys_of[v] = sorted(rows.timestamps(v))
+            plan[v] = None
+    n_kf = sum(len(k) for k in keys_of.values())
+    known = [r for r in plan.values() if r is not None]
+    a_per = float(np.mean([r.actor_counts.mean() for r in known if len(r.actor_counts)] or [10.0]))
+    o_per = float(np.mean([r.object_counts.mean() for r in known if len(r.object_counts)] or [0.0]))
+    levels_shape = _level_shapes(args, bb)
+    est = estimate_bytes(n_kf, a_per, o_per, num_labels=len(label_map.ids), pooled_dim=bb.out_channels,
+                         include_base=any(v not in done_base for v in todo), **levels_shape)
+    print(f"extract features: rank {rank}/{world}, {len(todo)} videos to do ({summary['skipped']} already "
+          f"committed), {n_kf} keyframes, ~{a_per:.1f} boxes/keyframe; estimated size {format_bytes(est)} "
+          f"(uncompressed) -> {args.out} [{group}]", file=sys.stderr)
+
+    bytes_before = _dir_bytes(args.out) if Path(args.out).exists() else 0
+    offsets = {v: (available[v][1] if available.get(v, (None, None))[1] is not None else
+                   (args.time_offset if args.time_offset is not None else
+                    (900.0 if available[v][0].is_dir() else 0.0))) for v in todo}
+
+    def units():
+        for v in todo:
+            ks = keys_of[v]
+            ts = (plan[v].timestamps if plan[v] is not None else
+                  np.array([rows.timestamps(v)[k] for k in ks], np.float64))
+            for i in range(0, len(ts), args.batch_size):
+                idx = np.arange(i, min(i + args.batch_size, len(ts)))
+                yield Unit(v, available[v][0], offsets[v], ts[idx], idx, last=idx[-1] == len(ts) - 1)
+        return
+
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=n_kf, unit="clip", disable=not args.progress, dynamic_ncols=True,
+                   desc=f"{group} r{rank}")
+    except ImportError:  # pragma: no cover
+        bar = None
+    state: dict[str, dict] = {}
+    n_clips, t_model = 0, 0.0
+    read_kw = dict(num_frames=s.read_frames, rate=s.read_rate, fps=args.fps, short_side=s.short_side,
+                   square=s.square)
+    autocast = device.type == "cuda" and args.amp
+    t_loop = time.perf_counter()
+    for res in iterate_units(units(), num_workers=args.num_workers, **read_kw):
+        v, u = res.unit.video, res.unit
+        st = state.setdefault(v, {"inside": [], "feats": [], "people": {}, "objs": {}, "failed": None,
+                                   "channels": bb.out_channels, "frames": s.frames})
+        if bar is not None:
+            bar.update(len(u.timestamps))
+        if st["failed"] is None and res.error is not None:
+            st["failed"] = res.error
+        if st["failed"] is None:
+            try:
+                t0 = time.perf_counter()
+                _process_unit(res, st, plan[v], keys_of[v], rows, bb, detect, args, device, autocast)
+                t_model += time.perf_counter() - t0
+                n_clips += int(res.inside.sum())
+            except Exception as e:  # a bad video must not stop the run
+                st["failed"] = f"video {v}: {type(e).__name__}: {e}"
+        if bar is not None and t_model > 0:
+            bar.set_postfix(clips_per_s=f"{bar.n / max(bar.format_dict['elapsed'], 1e-9):.1f}")
+        if u.last:
+            st = state.pop(v)
+            if st["failed"] is not None:
+                print(f"FAILED: {st['failed']}", file=sys.stderr)
+                summary["failed"].append({"video": v, "error": st["failed"]})
+                continue
+            _finish_video(v, st, plan[v], keys_of[v], rows, writer, group, done_base, summary, args)
+    if bar is not None:
+        bar.close()
+    writer.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    loop_s = time.perf_counter() - t_loop
+    summary["bytes_written"] = (_dir_bytes(args.out) - bytes_before) if Path(args.out).exists() else 0
+    summary["seconds"] = round(time.time() - t_start, 3)
+    summary["clips"] = n_clips
+    summary["loop_seconds"] = round(loop_s, 3)  # decoding + backbone + pooling + writing
+    summary["clips_per_s"] = round(n_clips / max(loop_s, 1e-9), 3)
+    _save_config(args, summary, rank)
+    _print_summary(summary)
+    return summary
+
+
+def _level_shapes(args: ExtractArgs, bb: VideoBackbone) -> dict:
+    c, r = bb.out_channels, args.roi_resolution
+    out = {}
+    if "roi" in args.save:
+        out["roi_shape"] = (c, r, r)
+    if "temporal" in args.save:
+        out["temporal_shape"] = (bb.sampling.frames, c)
+    if "context" in args.save:
+        g = args.context_grid
+        if g is None:  # full map: frame size / stride, AVA-like 256 x 341 frames
+            ss = bb.sampling.short_side
+            g_hw = (-(-ss // bb.stride), -(-int(ss * 4 / 3) // bb.stride))
+        else:
+            g_hw = (g, g)
+        out["context_shape"] = (c, *g_hw)
+    return out
+
+
+def _process_unit(res, st, rows_v: KeyframeRows | None, keys_v, rows: RowBuilder, bb, detect, args, device,
+                  autocast):
+    u = res.unit
+    inside = res.inside
+    st["inside"].append(inside)
+    if not inside.any():
+        return
+    pos = u.index[inside]  # keyframe positions in the video
+    clips = res.clips
+    if rows_v is None:  # detectors on the keyframe frames
+        keys = [(u.video, float(t)) for t in u.timestamps[inside]]
+        people, objs = detect.run(clips, keys)
+        if people is None:
+            raise RuntimeError("an object detector needs a person detector or precomputed person rows")
+        boxes = []
+        for j, p in enumerate(pos):
+            st["people"][keys_v[p]] = people[j]
+            if objs is not None:
+                st["objs"][keys_v[p]] = objs[j]
+            # the same rows RowBuilder.build makes at the end of the video: GT first, then detections
+            act = rows.actors_from_detections(*rows.gt_rows(u.video, keys_v[p]), *people[j])
+            boxes.append(act["actor_box"])
+    else:
+        sl = rows_v.actor_slices()
+        boxes = [rows_v.arrays["actor_box"][sl[p]] for p in pos]
+    need = np.array([len(b) > 0 for b in boxes]) | ("context" in args.save)
+    feats = {"pos": pos}
+    if need.any():
+        x = torch.from_numpy(clips[need]).to(device, non_blocking=True)
+        with torch.no_grad(), torch.autocast(device.type, enabled=autocast):
+            maps = bb(bb.pack(x))
+        kept = [b for b, n in zip(boxes, need) if n]
+        bidx = np.concatenate([np.full(len(b), j) for j, b in enumerate(kept)] or [np.zeros(0, int)])
+        allb = np.concatenate([b for b, n in zip(boxes, need) if n] or [np.zeros((0, 4), np.float32)])
+        with torch.no_grad():
+            out = pool_rois(maps, torch.from_numpy(allb.astype(np.float32)).to(device),
+                            torch.from_numpy(bidx.astype(np.int64)).to(device),
+                            input_size=tuple(x.shape[2:4]), stride=bb.stride,
+                            resolution=args.roi_resolution, aligned=args.roi_aligned,
+                            levels=tuple(args.save), context_grid=args.context_grid)
+        feats.update({k: t.float().cpu().numpy() for k, t in out.items()})
+    feats["need"] = need
+    st["feats"].append(feats)
+
+
+def _finish_video(v, st, rows_v, keys_v, rows: RowBuilder, writer, group, done_base, summary, args):
+    inside = np.concatenate(st["inside"]) if st["inside"] else np.zeros(0, bool)
+    if rows_v is None:
+        rows_v = rows.build(v, detections=st["people"] or None, objects=st["objs"] or None, keys=keys_v)
+    if (~inside).any():
+        past = [float(t) for t in rows_v.timestamps[~inside]]
+        summary["keyframes_past_end"].append({"video": v, "timestamps": past})
+        print(f"WARNING: video {v}: {len(past)} keyframe(s) outside the video, dropped: {past[:5]}"
+              f"{' ...' if len(past) > 5 else ''}", file=sys.stderr)
+        rows_v = rows_v.select(inside)
+    n_a = int(rows_v.actor_counts.sum())
+    pooled, extra = [], {lvl: [] for lvl in args.save}
+    # features come in keyframe order (units are in order; within a unit boxes are in row order)
+    for f in st["feats"]:
+        if "pooled" in f:
+            pooled.append(f["pooled"])
+            for lvl in args.save:
+                extra[lvl].append(f[lvl])
+    if not pooled:  # no keyframe of this video has a box: empty arrays of the right widths
+        c, r, t = st["channels"], args.roi_resolution, st["frames"]
+        pooled = [np.zeros((0, c), np.float32)]
+        extra = {"roi": [np.zeros((0, c, r, r), np.float32)], "temporal": [np.zeros((0, t, c), np.float32)]}
+    arrays = {"actor_pooled": np.concatenate(pooled).astype(np.float16)}
+    if arrays["actor_pooled"].shape[0] != n_a:
+        raise RuntimeError(f"video {v}: {arrays['actor_pooled'].shape[0]} pooled rows for {n_a} actors")
+    if "roi" in args.save:
+        arrays["actor_roi"] = np.concatenate(extra["roi"]).astype(np.float16)
+    if "temporal" in args.save:
+        arrays["actor_temporal"] = np.concatenate(extra["temporal"]).astype(np.float16)
+    if "context" in args.save:
+        arrays["kf_context"] = np.concatenate(extra["context"]).astype(np.float16)
+    if v not in done_base:
+        writer.add_video("base", v, timestamps=rows_v.timestamps, actor_counts=rows_v.actor_counts,
+                         object_counts=rows_v.object_counts, arrays=rows_v.arrays)
+    writer.add_video(group, v, timestamps=rows_v.timestamps, actor_counts=rows_v.actor_counts,
+                     object_counts=rows_v.object_counts, arrays=arrays)
+    summary["done"] += 1
+    summary["keyframes"] += len(rows_v.timestamps)
+    summary["boxes"] += n_a
+    summary["objects"] += int(rows_v.object_counts.sum())
+
+
+def _save_config(args: ExtractArgs, summary: dict, rank: int) -> None:
+    out = Path(args.out)
+    path = out.parent / f"{out.stem}.{args.group}.extract{'' if rank == 0 else f'.rank{rank}'}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"args": asdict(args), "summary": summary}, indent=2, default=str) + "\n")
+
+
+def _print_summary(s: dict) -> None:
+    from extract.store import format_bytes
+    msg = (f"extract features [{s['group']}] rank {s['rank']}/{s['world']}: videos {s['videos']} "
+           f"(done {s['done']}, skipped {s['skipped']}, failed {len(s['failed'])}); keyframes {s['keyframes']}; "
+           f"boxes {s['boxes']}; objects {s['objects']}; written {format_bytes(s['bytes_written'])}; "
+           f"{s.get('clips_per_s', 0)} clips/s")
+    print(msg, file=sys.stderr)
+    for f in s["failed"]:
+        print(f"  failed: {f['error']}", file=sys.stderr)
+    for p in s["keyframes_past_end"]:
+        print(f"  keyframes past the end of {p['video']}: {len(p['timestamps'])}", file=sys.stderr)
+    if s.get("random_init"):
+        print("  WARNING: RANDOM-INIT backbone: features are meaningless outside tests/demo", file=sys.stderr)

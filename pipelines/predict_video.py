@@ -1,0 +1,353 @@
+"""`predict-video`: a trained head on one raw video, end to end.
+
+1. Actor boxes per keyframe: a proposals file (rows of this video) or a person detector run on the
+   keyframes (`extract.detectors`), written as a proposals CSV.
+2. Features: `extract.features.run_extract` on a one-video temporary dataset, with the backbone
+   configuration recorded in the run's training store (backbone group attributes), so the features
+   match the ones the head was trained on.
+3. Predictions: `pipelines.train.predict` on that store -> an AVA predictions CSV.
+4. An annotated MP4 (PyAV): every frame within `show_seconds` of a keyframe shows that keyframe's
+   boxes and top labels.
+
+Time convention (as `extract`): video_time = AVA timestamp - time_offset.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extract import ava_io
+
+
+@dataclass
+class PredictVideoArgs:
+    video: str
+    run_dir: str
+    out_dir: str
+    proposals: str = ""  # AVA proposals file (csv / pkl / json); or:
+    person_detector: str = ""  # a person detector of extract.detectors.PERSON_DETECTORS
+    detector_weights: str = ""
+    detector_random_init: bool = False  # tests / demo only (warns)
+    person_score: float = 0.8  # detector score threshold
+    objects: str = "none"  # object detector (extract.detectors.OBJECT_DETECTORS) for heads that need objects
+    object_weights: str = ""
+    video_name: str = ""  # AVA video id; default: the file's stem
+    time_offset: float = 0.0
+    stride: float = 1.0  # seconds between keyframes (detector mode)
+    start: float | None = None  # first / last keyframe timestamp (detector mode); default: whole
+    end: float | None = None  # seconds with 1 s of video on each side
+    score_threshold: float = 0.0  # minimum proposal score given to the head
+    top_k: int = 3
+    min_score: float = 0.3  # labels drawn on the video
+    show_seconds: float = 0.5
+    backbone_checkpoint: str = ""  # override the checkpoint recorded in the run's store
+    backbone_random_init: bool = False  # tests / demo only (warns)
+    device: str = "auto"
+    keep_temp: bool = False
+
+    def __post_init__(self):
+        if not Path(self.video).is_file():
+            raise ValueError(f"video {self.video} not found")
+        if not (Path(self.run_dir) / "best.pt").is_file():
+            raise ValueError(f"{self.run_dir}: no best.pt; is it a finished train-head run?")
+        if bool(self.proposals) == bool(self.person_detector):
+            raise ValueError("give either --proposals or --person-detector")
+        if self.proposals and not Path(self.proposals).is_file():
+            raise ValueError(f"proposals file {self.proposals} not found")
+        if self.stride <= 0 or self.show_seconds < 0 or self.top_k < 1:
+            raise ValueError("stride must be > 0, show_seconds >= 0, top_k >= 1")
+        if not self.video_name:
+            self.video_name = Path(self.video).stem
+
+
+# ----------------------------------------------------------------------------- video helpers
+
+
+def video_info(path) -> dict:
+    """fps, width, height, duration (seconds) of a video file."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        fps = float(s.average_rate or s.guessed_rate or 30)
+        dur = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
+        if dur <= 0:
+            dur = sum(1 for _ in c.decode(s)) / fps
+        return {"fps": fps, "width": s.codec_context.width, "height": s.codec_context.height, "duration": dur}
+
+
+def keyframe_times(args: PredictVideoArgs, duration: float) -> np.ndarray:
+    """AVA timestamps of the keyframes to predict (detector mode)."""
+    start = args.start if args.start is not None else args.time_offset + 1.0
+    end = args.end if args.end is not None else args.time_offset + np.floor(duration) - 1.0
+    times = np.arange(start, end + 1e-6, args.stride)
+    if len(times) == 0:
+        raise ValueError(f"{args.video}: no keyframe between {start} and {end} (video of {duration:.2f} s)")
+    return times
+
+
+def detect_people(args: PredictVideoArgs, times: np.ndarray) -> ava_io.Proposals:
+    """Run a person detector on the frames at `times` (AVA seconds)."""
+    import torch
+
+    from extract.detectors import build_person_detector
+    from pipelines.visualize import read_frame
+
+    kw = {"score_thresh": args.person_score}
+    if args.detector_weights:
+        kw["weights"] = args.detector_weights
+    if args.detector_random_init:
+        kw["random_init"] = True
+    det = build_person_detector(args.person_detector, **kw)
+    videos, ts, boxes, scores = [], [], [], []
+    for t in times:
+        frame = torch.from_numpy(read_frame(args.video, float(t) - args.time_offset)).permute(2, 0, 1).float() / 255
+        (d,) = det(frame[None], keys=[(args.video_name, float(t))])
+        n = len(d)
+        videos += [args.video_name] * n
+        ts += [float(t)] * n
+        boxes.append(d.box.cpu().numpy().reshape(-1, 4))
+        scores.append(d.score.cpu().numpy().reshape(-1))
+    return ava_io.Proposals(video=np.asarray(videos, dtype=object), timestamp=np.asarray(ts, dtype=np.float64),
+                            box=np.concatenate(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32),
+                            score=np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32))
+
+
+def video_proposals(args: PredictVideoArgs) -> ava_io.Proposals:
+    props = ava_io.read_proposals(args.proposals)
+    keep = props.video == args.video_name
+    if not keep.any():
+        raise ValueError(f"{args.proposals}: no proposals for video {args.video_name!r}")
+    return props.select(keep)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _colour(i: int) -> tuple[int, int, int]:
+    from pipelines.visualize import PALETTE
+
+    h = PALETTE[i % len(PALETTE)].lstrip("#")
+    return tuple(int(h[k : k + 2], 16) for k in (0, 2, 4))
+
+
+def annotate_frame(frame: np.ndarray, boxes: np.ndarray, labels: list[list[tuple[str, float]]]) -> np.ndarray:
+    """Boxes (normalised) and their labels drawn on an RGB frame (H, W, 3) uint8."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(frame)
+    d = ImageDraw.Draw(img)
+    h, w = frame.shape[:2]
+    for i, b in enumerate(boxes):
+        x1, y1, x2, y2 = (float(b[0]) * w, float(b[1]) * h, float(b[2]) * w, float(b[3]) * h)
+        c = _colour(i)
+        d.rectangle((x1, y1, x2, y2), outline=c, width=2)
+        y = y1 + 1
+        for name, s in labels[i]:
+            text = f"{name} {s:.2f}"
+            tw = d.textlength(text)
+            d.rectangle((x1, y, x1 + tw + 2, y + 11), fill=c)
+            d.text((x1 + 1, y), text, fill=(255, 255, 255))
+            y += 11
+    return np.asarray(img)
+
+
+def write_annotated_video(src, dst, preds: ava_io.Predictions, label_names: dict[int, str], *, time_offset: float,
+                          top_k: int, min_score: float, show_seconds: float, codec: str = "mpeg4") -> int:
+    """Re-encode `src` with each keyframe's boxes and top labels on the frames within show_seconds of
+    it (the nearest keyframe wins). Returns the number of frames written."""
+    import av
+
+    # keyframe time (video seconds) -> (boxes, labels)
+    per_kf: dict[int, tuple[np.ndarray, list]] = {}
+    keys = ava_io.timestamp_keys(preds.timestamp)
+    for k in np.unique(keys):
+        rows = np.nonzero(keys == k)[0]
+        bkey = np.round(preds.box[rows].astype(np.float64) * 1e4).astype(np.int64)
+        uniq, inv = np.unique(bkey, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        boxes, labels = [], []
+        for u in range(len(uniq)):
+            r = rows[inv == u]
+            order = np.argsort(-preds.score[r], kind="stable")[:top_k]
+            boxes.append(preds.box[r[0]])
+            labels.append([(label_names.get(int(preds.action[r[o]]), str(preds.action[r[o]])), float(preds.score[r[o]]))
+                           for o in order if preds.score[r[o]] >= min_score])
+        per_kf[int(k)] = (np.asarray(boxes), labels)
+    kf_video_times = np.array(sorted(per_kf), dtype=np.float64) / 1000.0 - time_offset
+    kf_keys = sorted(per_kf)
+
+    n = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s_in = inp.streams.video[0]
+        rate = s_in.average_rate or 30
+        s_out = out.add_stream(codec, rate=rate)
+        w, h = s_in.codec_context.width // 2 * 2, s_in.codec_context.height // 2 * 2
+        s_out.width, s_out.height, s_out.pix_fmt = w, h, "yuv420p"
+        # About 1 bit per pixel: the drawn text stays legible (the codec default is far lower).
+        s_out.bit_rate = max(1_000_000, int(w * h * float(rate)))
+        tb = float(s_in.time_base)
+        for frame in inp.decode(s_in):
+            img = frame.to_ndarray(format="rgb24")[:h, :w]
+            t = frame.pts * tb if frame.pts is not None else n / float(rate)
+            if len(kf_video_times):
+                j = int(np.argmin(np.abs(kf_video_times - t)))
+                if abs(kf_video_times[j] - t) <= show_seconds + 1e-6:
+                    boxes, labels = per_kf[kf_keys[j]]
+                    img = annotate_frame(np.ascontiguousarray(img), boxes, labels)
+            for p in s_out.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                out.mux(p)
+            n += 1
+        for p in s_out.encode():
+            out.mux(p)
+    return n
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def run_config(run_dir) -> dict:
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"{run_dir}: no config.json; is it a train-head run?")
+    return json.loads(cfg_file.read_text())
+
+
+def run_predict_video(args: PredictVideoArgs, echo=print) -> dict[str, Path]:
+    """Detect (or read proposals), extract, predict, draw. Returns {"csv", "video", "proposals", "config"}."""
+    from extract.store import open_store
+    from pipelines.train import PredictArgs, predict
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = run_config(args.run_dir)
+    info = video_info(args.video)
+    if args.proposals:
+        props = video_proposals(args)
+    else:
+        props = detect_people(args, keyframe_times(args, info["duration"]))
+    if len(props) == 0:
+        raise ValueError(f"{args.video}: no person found on any keyframe; nothing to predict")
+    ava_io.write_proposals_csv(out / "proposals.csv", props)
+    echo(f"[predict-video] {len(props)} person boxes on {len(np.unique(props.keys()))} keyframes")
+
+    tmp = Path(tempfile.mkdtemp(prefix="predict_video_", dir=out))
+    try:
+        store_path = extract_video_store(args, cfg, props, tmp, echo)
+        csv_path = out / f"{args.video_name}_predictions.csv"
+        predict(PredictArgs(run_dir=args.run_dir, store=str(store_path), out=str(csv_path), boxes="proposals",
+                            score_threshold=args.score_threshold, device=args.device))
+        store = open_store(str(store_path))
+        names = dict(zip((int(i) for i in store.attrs["label_ids"]), store.attrs["label_names"]))
+    finally:
+        if not args.keep_temp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    preds = ava_io.read_predictions(csv_path)
+    mp4 = out / f"{args.video_name}_annotated.mp4"
+    n = write_annotated_video(args.video, mp4, preds, names, time_offset=args.time_offset, top_k=args.top_k,
+                              min_score=args.min_score, show_seconds=args.show_seconds)
+    echo(f"[predict-video] wrote {csv_path} and {mp4} ({n} frames)")
+    (out / "predict_video.json").write_text(json.dumps(asdict(args), indent=2))
+    return {"csv": csv_path, "video": mp4, "proposals": out / "proposals.csv", "config": out / "predict_video.json"}
+
+
+def _backbone_attrs(cfg: dict) -> tuple[str, dict]:
+    """The backbone group (name, attrs) the run was trained on, from its training store."""
+    from extract.store import open_store
+
+    store = open_store(cfg["train_store"])
+    groups = cfg.get("backbones") or [g for g in store.groups if g != "base" and "actor_pooled" in store.array_info(g)]
+    if len(groups) != 1:
+        raise ValueError(f"run uses backbone groups {groups}; predict-video supports runs on one backbone")
+    return groups[0], dict(store.groups[groups[0]])
+
+
+_MATCH_KEYS = ("backbone", "channels", "stride", "sampling", "config", "levels", "context_grid", "roi_resolution",
+               "roi_aligned", "res5_dilation")
+
+
+def backbone_overrides(attrs: dict) -> tuple[dict, dict]:
+    """(backbone_kwargs, sampling_overrides) that rebuild the backbone a store group was extracted with:
+    the recorded constructor config and sampling minus the registry defaults (built on the meta
+    device, so no weights are allocated)."""
+    import torch
+
+    from extract.backbones import build_backbone
+
+    with torch.device("meta"):
+        ref = build_backbone(attrs["backbone"], res5_dilation=bool(attrs.get("res5_dilation", False))).metadata()
+    ref_cfg = ref["config"]
+    kwargs = {k: v for k, v in (attrs.get("config") or {}).items() if ref_cfg.get(k) != v}
+    ref_s = ref["sampling"]
+    sampling = {k: v for k, v in (attrs.get("sampling") or {}).items() if ref_s.get(k) != v}
+    return kwargs, sampling
+
+
+def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposals, tmp: Path, echo) -> Path:
+    """A one-video store of the run's backbone features on `props`' boxes, via extract.features.run_extract,
+    with the backbone configuration recorded in the run's training store; the new store's group
+    attributes are checked against the training store's so the head sees the same kind of features."""
+    from extract.features import ExtractArgs, run_extract
+    from extract.store import open_store
+
+    group, attrs = _backbone_attrs(cfg)
+    if attrs.get("source") == "synthetic" or "backbone" not in attrs:
+        raise ValueError(f"the run {args.run_dir} was trained on synthetic features, not on a video backbone")
+    if attrs.get("random_init"):
+        if not args.backbone_random_init:
+            raise ValueError(f"the run's store was extracted with a RANDOM-WEIGHT backbone; pass "
+                             "--backbone-random-init to reproduce it (tests and demo only)")
+        checkpoint = None
+    else:
+        if not args.backbone_checkpoint:
+            raise ValueError(f"pass --backbone-checkpoint: the run's store was extracted from checkpoint "
+                             f"{attrs.get('checkpoint')!r} (the store records its file name only)")
+        checkpoint = args.backbone_checkpoint
+        if Path(checkpoint).name != attrs.get("checkpoint"):
+            echo(f"[predict-video] WARNING: checkpoint {Path(checkpoint).name} differs from the store's "
+                 f"{attrs.get('checkpoint')}")
+    tstore = open_store(cfg["train_store"])
+    (tmp / "videos").mkdir(parents=True, exist_ok=True)
+    video = tmp / "videos" / f"{args.video_name}{Path(args.video).suffix}"
+    try:
+        video.symlink_to(Path(args.video).resolve())
+    except OSError:
+        shutil.copyfile(args.video, video)
+    ava_io.write_proposals_csv(tmp / "proposals.csv", props)
+    lm = tmp / "label_map.pbtxt"
+    ava_io.write_label_map(lm, ava_io.LabelMap(ids=[int(i) for i in tstore.attrs["label_ids"]],
+                                               names=list(tstore.attrs["label_names"])))
+    kwargs, sampling = backbone_overrides(attrs)
+    base = tstore.groups.get("base", {})
+    store_path = tmp / "video.zarr"
+    obj_kw = {"weights": args.object_weights} if args.object_weights else {}
+    eargs = ExtractArgs(
+        split="predict", videos=str(tmp / "videos"), label_map=str(lm), out=str(store_path),
+        proposals=str(tmp / "proposals.csv"), person_detector="precomputed", objects=args.objects,
+        object_detector_kwargs=obj_kw, backbone=attrs["backbone"], group=group, checkpoint=checkpoint,
+        random_init=checkpoint is None, res5_dilation=bool(attrs.get("res5_dilation", False)),
+        backbone_kwargs=kwargs, sampling_overrides=sampling, save=tuple(attrs.get("levels") or ()),
+        context_grid=attrs.get("context_grid"), roi_resolution=int(attrs.get("roi_resolution", 7)),
+        roi_aligned=bool(attrs.get("roi_aligned", True)), time_offset=args.time_offset,
+        fps=float(base.get("fps", 30.0)), device="cpu" if args.device == "auto" and not _cuda() else
+        ("cuda" if args.device == "auto" else args.device), num_workers=1, progress=False)
+    echo(f"[predict-video] extracting {group} features ({attrs['backbone']})")
+    summary = run_extract(eargs)
+    if summary.get("failed"):
+        raise ValueError(f"feature extraction failed on {args.video}: {summary['failed']}")
+    got = open_store(str(store_path)).groups[group]
+    diff = [k for k in _MATCH_KEYS if json.dumps(got.get(k), sort_keys=True) != json.dumps(attrs.get(k), sort_keys=True)]
+    if diff:
+        raise ValueError(f"the video's features differ from the run's store in {diff}; cannot predict consistently")
+    return store_path
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

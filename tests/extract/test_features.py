@@ -1,0 +1,219 @@
+"""extract/features.py end to end on the synthetic AVA-format dataset with a tiny random SlowFast."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from extract import ava_io
+from extract.actors import RowBuilder, box_iou
+from extract.backbones import build_backbone
+from extract.features import ExtractArgs, run_extract, shard_videos
+from extract.roi import pool_rois
+from extract.store import StoreError, open_store
+from extract.synthetic_video import make_video_dataset
+from extract.video import VideoReader
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(model_depth=50, stem_dim_outs=(8, 1))
+SAMPLING = dict(frames=4, short_side=64)
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ds")
+    make_video_dataset(d, n_videos=2, seconds=5, width=96, height=64, splits=("train",))
+    return d
+
+
+def _args(ds, out, **kw):
+    a = dict(split="train", videos=str(ds / "videos"), label_map=str(ds / "annotations/label_map.pbtxt"),
+             annotations=str(ds / "annotations/train.csv"), proposals=str(ds / "annotations/train_proposals.csv"),
+             objects="precomputed", objects_file=str(ds / "annotations/train_objects.csv"),
+             out=None if out is None else str(out), random_init=True, backbone_kwargs=TINY,
+             sampling_overrides=SAMPLING, time_offset=900.0, num_workers=1, progress=False, batch_size=4)
+    a.update(kw)
+    return ExtractArgs(**a)
+
+
+def _load(path):
+    t = open_store(str(path)).load()
+    return {k: v.numpy() for k, v in t.data.items()}, t
+
+
+@pytest.fixture(scope="module")
+def full_run(ds, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s") / "train.zarr"
+    summary = run_extract(_args(ds, out, save=("roi", "temporal", "context"), context_grid=2))
+    return out, summary
+
+
+def test_store_rows_and_features_match_direct_computation(ds, full_run):
+    out, summary = full_run
+    assert summary["done"] == 2 and not summary["failed"] and summary["random_init"]
+    data, t = _load(out)
+    st = open_store(str(out))
+    assert st.groups["slowfast_r50"]["random_init"] is True
+    assert st.groups["slowfast_r50"]["sampling"]["frames"] == 4
+    lm = ava_io.read_label_map(ds / "annotations/label_map.pbtxt")
+    ann = ava_io.read_annotations(ds / "annotations/train.csv", lm)
+    props = ava_io.read_proposals(ds / "annotations/train_proposals.csv")
+    # base rows: GT first (score 1, person id, multi-hot of all its actions), then all proposals
+    for k in range(len(t.kf_time)):
+        v = t.video_names[int(t.kf_video[k])]
+        ts = float(t.kf_time[k])
+        a0, a1 = int(t.kf_actor_offset[k]), int(t.kf_actor_offset[k + 1])
+        gt = data["base/actor_is_gt"][a0:a1]
+        sel = (ann.video == v) & (np.abs(ann.timestamp - ts) < 1e-3)
+        persons = sorted(set(ann.person[sel].tolist()))
+        assert gt.sum() == len(persons)
+        for j in range(int(gt.sum())):
+            p = int(data["base/actor_track"][a0 + j])
+            want = {lm.ids.index(int(x)) for x in ann.action[sel & (ann.person == p)]}
+            assert set(np.flatnonzero(data["base/actor_labels"][a0 + j])) == want
+            assert data["base/actor_score"][a0 + j] == 1.0
+        psel = (props.video == v) & (np.abs(props.timestamp - ts) < 1e-3)
+        np.testing.assert_allclose(data["base/actor_score"][a0 + int(gt.sum()):a1], props.score[psel])
+        assert (data["base/actor_track"][a0 + int(gt.sum()):a1] == -1).all()
+    # features: recompute keyframe 1 directly (read clip, backbone, RoI pool) and compare
+    torch.manual_seed(0)
+    bb = build_backbone("slowfast_r50", sampling_overrides=SAMPLING, **TINY).eval()
+    k = 1
+    v = t.video_names[int(t.kf_video[k])]
+    a0, a1 = int(t.kf_actor_offset[k]), int(t.kf_actor_offset[k + 1])
+    with VideoReader(ds / "videos" / f"{v}.mp4", short_side=64, time_offset=900.0) as r:
+        clip = r.read_clip(float(t.kf_time[k]), bb.sampling.read_frames, bb.sampling.read_rate)
+    with torch.no_grad():
+        maps = bb(bb.pack(torch.from_numpy(clip[None])))
+        ref = pool_rois(maps, torch.from_numpy(data["base/actor_box"][a0:a1]), torch.zeros(a1 - a0, dtype=torch.long),
+                        input_size=clip.shape[1:3], stride=bb.stride, levels=("roi", "temporal", "context"),
+                        context_grid=2)
+    tol = dict(rtol=2e-3, atol=2e-3)  # the store keeps features as float16
+    assert_close(torch.from_numpy(data["slowfast_r50/actor_pooled"][a0:a1]).float(), ref["pooled"], **tol)
+    assert_close(torch.from_numpy(data["slowfast_r50/actor_roi"][a0:a1]).float(), ref["roi"], **tol)
+    assert_close(torch.from_numpy(data["slowfast_r50/actor_temporal"][a0:a1]).float(), ref["temporal"], **tol)
+    assert_close(torch.from_numpy(data["slowfast_r50/kf_context"][k]).float(), ref["context"][0], **tol)
+    assert data["slowfast_r50/actor_pooled"].shape[1] == bb.out_channels
+    cfg = json.loads((out.parent / "train.slowfast_r50.extract.json").read_text())
+    assert cfg["args"]["backbone"] == "slowfast_r50" and cfg["summary"]["done"] == 2
+
+
+def test_second_backbone_aligns_and_config_mismatch_refuses(ds, full_run, tmp_path):
+    out, _ = full_run
+    s = run_extract(_args(ds, out, backbone="slow_r50", backbone_kwargs=dict(stem_dim_out=4)))
+    assert s["done"] == 2
+    data, t = _load(out)
+    assert data["slow_r50/actor_pooled"].shape == (len(data["base/actor_box"]), 128)
+    # rerun: everything is committed
+    assert run_extract(_args(ds, out, backbone="slow_r50", backbone_kwargs=dict(stem_dim_out=4)))["skipped"] == 2
+    with pytest.raises(StoreError, match="different attributes"):
+        run_extract(_args(ds, out, save=(), roi_resolution=5))
+
+
+def test_label_transfer_matches_direct_iou():
+    ann = ava_io.Annotations(video=["v"] * 3, timestamp=[902.0] * 3,
+                             box=[[0.1, 0.1, 0.5, 0.9]] * 2 + [[0.6, 0.1, 0.9, 0.9]], action=[1, 3, 2],
+                             person=[0, 0, 1])
+    props = ava_io.Proposals(video=["v"] * 4, timestamp=[902.0] * 4,
+                             box=[[0.1, 0.1, 0.5, 0.88], [0.12, 0.1, 0.5, 0.7], [0.6, 0.1, 0.9, 0.9],
+                                  [0.0, 0.0, 0.05, 0.05]], score=[0.95, 0.85, 0.5, 0.99])
+    for iou_thr in (0.9, 0.5):
+        rb = RowBuilder(label_ids=[1, 2, 3], annotations=ann, proposals=props, label_iou=iou_thr)
+        r = rb.build("v")
+        assert r.actor_counts.tolist() == [6]
+        lab = r.arrays["actor_labels"]
+        assert lab[:2].tolist() == [[1, 0, 1], [0, 1, 0]]
+        gt_boxes = np.array([[0.1, 0.1, 0.5, 0.9], [0.6, 0.1, 0.9, 0.9]])
+        gt_lab = lab[:2]
+        for i, pb in enumerate(props.box):  # reference: loop over GT, best IoU
+            ious = [box_iou(pb[None], g[None])[0, 0] for g in gt_boxes]
+            want = gt_lab[int(np.argmax(ious))] if max(ious) >= iou_thr else np.zeros(3)
+            assert lab[2 + i].tolist() == list(want)
+    r = RowBuilder(label_ids=[1, 2, 3], annotations=ann, proposals=props, transfer_labels=False).build("v")
+    assert r.arrays["actor_labels"][2:].sum() == 0
+    r = RowBuilder(label_ids=[1, 2, 3], annotations=ann, proposals=props, min_proposal_score=0.9).build("v")
+    assert r.arrays["actor_score"].tolist() == pytest.approx([1, 1, 0.95, 0.99])
+
+
+def test_bad_video_past_end_keyframes_and_shards(ds, tmp_path):
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    os.symlink(ds / "videos/syn_000.mp4", vids / "syn_000.mp4")
+    (vids / "syn_001.mp4").write_bytes(b"\x00garbage" * 50)
+    ann = ava_io.read_annotations(ds / "annotations/train.csv")
+    extra = ava_io.Annotations(video=np.r_[ann.video, ["syn_000"]], timestamp=np.r_[ann.timestamp, [950.0]],
+                               box=np.r_[ann.box, [[0.1, 0.1, 0.3, 0.3]]], action=np.r_[ann.action, [1]],
+                               person=np.r_[ann.person, [7]])
+    ava_io.write_annotations(tmp_path / "ann.csv", extra)
+    out = tmp_path / "s.zarr"
+    s = run_extract(_args(ds, out, videos=str(vids), annotations=str(tmp_path / "ann.csv"), objects="none",
+                          objects_file=None))
+    assert s["done"] == 1 and len(s["failed"]) == 1 and "syn_001.mp4" in s["failed"][0]["error"]
+    assert s["keyframes_past_end"] == [{"video": "syn_000", "timestamps": [950.0]}]
+    _, t = _load(out)
+    assert t.video_names == ["syn_000"] and 950.0 not in t.kf_time.tolist()
+    assert shard_videos(["c", "a", "b", "d", "e"], 1, 2) == ["b", "d"]
+    s = run_extract(_args(ds, tmp_path / "sh.zarr", shard="1/2", objects="none", objects_file=None))
+    assert s["done"] == 1 and open_store(str(tmp_path / "sh.zarr")).videos == ["syn_001"]
+
+
+def test_args_validation(ds, tmp_path):
+    with pytest.raises(ValueError, match="--random-init"):
+        _args(ds, tmp_path / "x", random_init=False)
+    with pytest.raises(ValueError, match="valid: roi, temporal, context"):
+        _args(ds, tmp_path / "x", save="roi,bogus")
+    with pytest.raises(ValueError, match="shard"):
+        _args(ds, tmp_path / "x", shard="2/2")
+    assert _args(ds, None).out == str(Path("cache/ava/train.zarr"))
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, json
+    import torch
+    torch.set_num_threads(1)
+    from extract import store
+    from extract.features import ExtractArgs, run_extract
+    kw = json.loads(sys.argv[1])
+    kill_at = int(sys.argv[2])
+    orig, n = store.StoreWriter.flush, [0]
+    def flush(self):
+        orig(self)
+        n[0] += 1
+        if n[0] == kill_at:  # base of the 2nd video committed, its features not yet
+            os.kill(os.getpid(), signal.SIGKILL)
+    store.StoreWriter.flush = flush
+    run_extract(ExtractArgs(**kw))
+""")
+
+
+def test_sigkill_mid_run_resumes_to_identical_arrays(ds, full_run, tmp_path):
+    ref_out, _ = full_run
+    out = tmp_path / "k.zarr"
+    kw = dict(split="train", videos=str(ds / "videos"), label_map=str(ds / "annotations/label_map.pbtxt"),
+              annotations=str(ds / "annotations/train.csv"), proposals=str(ds / "annotations/train_proposals.csv"),
+              objects="precomputed", objects_file=str(ds / "annotations/train_objects.csv"), out=str(out),
+              random_init=True, backbone_kwargs=TINY, sampling_overrides=SAMPLING, time_offset=900.0,
+              num_workers=1, progress=False, batch_size=4, flush_mb=0, save=["roi", "temporal", "context"],
+              context_grid=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(kw), "3"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    st = open_store(str(out))
+    assert st.missing("slowfast_r50") == ["syn_001"] and "syn_001" in st.videos
+    s = run_extract(ExtractArgs(**{**kw, "flush_mb": 64}))
+    assert s["done"] == 1 and s["skipped"] == 1
+    got, _ = _load(out)
+    ref, _ = _load(ref_out)
+    for k in ref:
+        if k.startswith(("base/", "slowfast_r50/")):
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
