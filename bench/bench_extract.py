@@ -40,7 +40,7 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--height", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--workdir", default=None)

@@ -131,6 +131,13 @@ class RowBuilder:
             "actor_track": np.concatenate([gt_track, -np.ones(len(box), np.int64)]),
         }
 
+    def proposal_rows(self, video: str, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """(box (P, 4), score (P,)) of the proposals file at one keyframe, in file order."""
+        rows = self._prop.get(video, {}).get(key, np.zeros(0, int))
+        if not len(rows):
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return self.props.box[rows], self.props.score[rows]
+
     def build(self, video: str, detections: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
               objects: dict[int, dict[str, np.ndarray]] | None = None,
               keys: list[int] | None = None) -> KeyframeRows:
@@ -145,12 +152,10 @@ class RowBuilder:
             if detections is not None:
                 box, score = detections.get(k, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
             else:
-                rows = self._prop.get(video, {}).get(k, np.zeros(0, int))
-                box = self.props.box[rows] if len(rows) else np.zeros((0, 4), np.float32)
-                score = self.props.score[rows] if len(rows) else np.zeros(0, np.float32)
+                box, score = self.proposal_rows(video, k)
             act = self.actors_from_detections(gt_box, gt_labels, gt_track, box, score)
             if objects is not None:
-                obj = objects[k]
+                obj = objects.get(k, {})  # keyframes the detector never saw (outside the video)
             else:
                 rows = self._obj.get(video, {}).get(k, np.zeros(0, int))
                 obj = {"object_box": self.objs.box[rows] if len(rows) else np.zeros((0, 4), np.float32),
@@ -165,11 +170,12 @@ class RowBuilder:
             parts = [a[n] for a, _ in per_kf]
             arrays[n] = np.concatenate(parts) if parts else np.zeros(empty.get(n, (0,)))
         for n in names_o:
-            parts = [o[n] for _, o in per_kf]
+            like = next((o[n] for _, o in per_kf if n in o), np.zeros(empty.get(n, (0,))))
+            parts = [o.get(n, np.zeros((0,) + like.shape[1:], like.dtype)) for _, o in per_kf]
             arrays[n] = np.concatenate(parts) if parts else np.zeros(empty.get(n, (0,)))
         ts = np.array([stamps.get(k, k / 1000.0) for k in keys], np.float64)
         return KeyframeRows(ts, np.array([len(a["actor_box"]) for a, _ in per_kf], np.int64),
-                            np.array([len(o["object_box"]) for _, o in per_kf], np.int64), arrays)
+                            np.array([len(o.get("object_box", ())) for _, o in per_kf], np.int64), arrays)
 
 
 def rows_from_tables(tables, video: str) -> KeyframeRows:

@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pytorchvideo.models.csn import create_csn
 from pytorchvideo.models.resnet import create_resnet
@@ -339,6 +338,10 @@ BACKBONES: dict[str, Callable[..., VideoBackbone]] = {
     "mvit_b": _mvit_factory("mvit_b", _MVIT_CFG,
                             Sampling(frames=16, rate=4, short_side=224, square=True)),
 }
+# Family names as users type them (`extract features --backbone slowfast`): the usual variant.
+for _alias, _name in {"slowfast": "slowfast_r50", "slow": "slow_r50", "i3d": "i3d_r50", "x3d": "x3d_m",
+                      "csn": "csn_r101", "mvit": "mvit_b"}.items():
+    BACKBONES[_alias] = BACKBONES[_name]
 
 
 def build_backbone(name: str, **kwargs) -> VideoBackbone:

@@ -50,6 +50,7 @@ class ExtractArgs:
     person_detector_kwargs: dict = field(default_factory=dict)
     objects: str = "none"
     objects_file: str | None = None
+    object_classes: str | None = None  # text file, one class name per line in id order (precomputed objects)
     object_detector_kwargs: dict = field(default_factory=dict)
     min_proposal_score: float = 0.0
     transfer_labels: bool = True
@@ -84,7 +85,7 @@ class ExtractArgs:
         self.save = tuple(s for s in (self.save.split(",") if isinstance(self.save, str) else self.save) if s)
         if not self.split:
             raise ValueError("split must be a non-empty name")
-        for name in ("videos", "label_map", "annotations", "proposals", "objects_file", "checkpoint"):
+        for name in ("videos", "label_map", "annotations", "proposals", "objects_file", "object_classes", "checkpoint"):
             p = getattr(self, name)
             if p is not None and not Path(p).exists():
                 raise ValueError(f"{name}: {p} does not exist")
@@ -210,6 +211,16 @@ class _Detect:
         return people, objs
 
 
+def _object_classes(args: ExtractArgs, detect: "_Detect") -> list[str] | None:
+    """Object class names for the store: the detector's, or --object-classes for precomputed objects."""
+    if detect.objects is not None:
+        return list(getattr(detect.objects, "class_names", []) or []) or None
+    if args.objects == "precomputed" and args.object_classes:
+        names = [l.strip() for l in Path(args.object_classes).read_text().splitlines() if l.strip()]
+        return names or None
+    return None
+
+
 def run_extract(args: ExtractArgs) -> dict:
     """Run the job; returns the summary dict (see SUMMARY_KEYS). Failed videos do not raise."""
     from extract.store import StoreWriter, estimate_bytes, format_bytes, open_store
@@ -247,8 +258,9 @@ def run_extract(args: ExtractArgs) -> dict:
     if args.limit_videos is not None:
         mine = mine[: args.limit_videos]
 
+    detect = _Detect(args, device)
     writer = StoreWriter(args.out, split=args.split, label_ids=label_map.ids, label_names=label_map.names,
-                         object_classes=None, rank=rank, flush_bytes=args.flush_mb << 20)
+                         object_classes=_object_classes(args, detect), rank=rank, flush_bytes=args.flush_mb << 20)
     group = args.group
     writer.declare_group(group, _group_attrs(args, bb, ckpt_format), allow_mismatch=args.allow_config_mismatch)
     done_group, done_base = writer.done(group), writer.done("base")
@@ -264,7 +276,6 @@ def run_extract(args: ExtractArgs) -> dict:
         stored_base = open_store(args.out).load(select={"base": None})
 
     # rows per video (known up front unless a person / object detector runs per keyframe)
-    detect = _Detect(args, device)
     plan: dict[str, KeyframeRows | None] = {}
     keys_of: dict[str, list[int]] = {}
     for v in list(todo):
@@ -391,16 +402,16 @@ def _process_unit(res, st, rows_v: KeyframeRows | None, keys_v, rows: RowBuilder
     if rows_v is None:  # detectors on the keyframe frames
         keys = [(u.video, float(t)) for t in u.timestamps[inside]]
         people, objs = detect.run(clips, keys)
-        if people is None:
-            raise RuntimeError("an object detector needs a person detector or precomputed person rows")
         boxes = []
         for j, p in enumerate(pos):
-            st["people"][keys_v[p]] = people[j]
+            k = keys_v[p]
+            if people is not None:
+                st["people"][k] = people[j]
             if objs is not None:
-                st["objs"][keys_v[p]] = objs[j]
-            # the same rows RowBuilder.build makes at the end of the video: GT first, then detections
-            act = rows.actors_from_detections(*rows.gt_rows(u.video, keys_v[p]), *people[j])
-            boxes.append(act["actor_box"])
+                st["objs"][k] = objs[j]
+            # the same rows RowBuilder.build makes at the end of the video: GT first, then people
+            dets = people[j] if people is not None else rows.proposal_rows(u.video, k)
+            boxes.append(rows.actors_from_detections(*rows.gt_rows(u.video, k), *dets)["actor_box"])
     else:
         sl = rows_v.actor_slices()
         boxes = [rows_v.arrays["actor_box"][sl[p]] for p in pos]

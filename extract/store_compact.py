@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.store_io import (COMMITS, FRAGMENTS, axis_of, committed_ids, fragment_array_dir, new_fragment_id,
-                              open_fragment_array, read_rows_into)
+from extract.store_io import COMMITS, FRAGMENTS, ArrayReader, axis_of, committed_ids, new_fragment_id
 from extract.store_read import FeatureStore, _Frag, _ranges
 
 
@@ -37,9 +36,9 @@ def _merge(st: FeatureStore, group: str, frags: list[_Frag]) -> tuple[list, dict
         cache: dict[str, np.ndarray] = {}
         for _, f, i in picks:
             if f.id not in cache:
-                z = open_fragment_array(st.loc, f.id, n)
+                z = ArrayReader(st.loc, f.id, n)
                 cache[f.id] = np.empty(z.shape, dtype=z.dtype)  # at most target_bytes per bin
-                read_rows_into(z, 0, z.shape[0], cache[f.id], fragment_array_dir(st.loc, f.id, n))
+                z.read_into(0, z.shape[0], cache[f.id])
             off = f.off[axis_of(n)]
             parts.append(cache[f.id][off[i]:off[i + 1]])
         arrays[n] = np.concatenate(parts) if parts else np.zeros((0,) + tuple(shape[1:]), dtype=dt)

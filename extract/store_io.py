@@ -22,10 +22,9 @@ COMMITS = "commits"
 FRAGMENTS = "fragments"
 META = "meta"
 
-# Inner chunk ~1 MiB so that lazy reads of one keyframe touch little data; a shard (one file) holds
-# up to SHARD_BYTES so that even a whole-split fragment stays a handful of files.
-CHUNK_BYTES = 1 << 20
-SHARD_BYTES = 256 << 20
+# Largest chunk file: a 64 MiB fragment is one file per array; whole-split fragments (write_group,
+# compaction) stay a handful of files.
+CHUNK_MAX_BYTES = 256 << 20
 
 
 class StoreError(RuntimeError):
@@ -186,100 +185,110 @@ def fragment_group_of(fragment_id: str) -> str:
     return fragment_id.split("-r", 1)[0]
 
 
-def _layout(shape: tuple[int, ...], itemsize: int, raw: bool) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """(chunks, shards) for an array of `shape`, split along rows only.
-
-    raw (uncompressed) arrays: plain chunks of up to SHARD_BYTES, one file each, read straight into
-    the destination (see read_rows_into) and sliceable by byte offset, so no inner chunks needed.
-    Compressed tables: ~1 MiB inner chunks inside shards of up to SHARD_BYTES."""
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Plain chunks of up to CHUNK_MAX_BYTES along rows, spanning the trailing dims: one file per
+    chunk, read straight into the destination and sliceable by byte offset (lazy access), so
+    neither inner chunks nor shards are needed."""
     row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
-    n = max(1, shape[0])
-    trail = tuple(max(1, s) for s in shape[1:])
-    if raw:
-        return (max(1, min(n, SHARD_BYTES // row)),) + trail, None
-    chunk_rows = max(1, min(n, CHUNK_BYTES // row))
-    chunks = (chunk_rows,) + trail
-    if chunk_rows >= n:
-        return chunks, None
-    shard_rows = max(chunk_rows, (SHARD_BYTES // row) // chunk_rows * chunk_rows)
-    shard_rows = min(shard_rows, -(-n // chunk_rows) * chunk_rows)
-    return chunks, (shard_rows,) + chunks[1:]
+    return (max(1, min(max(1, shape[0]), CHUNK_MAX_BYTES // row)),) + tuple(max(1, s) for s in shape[1:])
 
 
 def write_fragment(loc: Location, fragment_id: str, arrays: dict[str, np.ndarray], hook=None) -> None:
     """Write the data of one fragment (not yet visible: its manifest is written after)."""
     g = zarr.open_group(loc.zarr_target(f"{FRAGMENTS}/{fragment_id}"), mode="w", zarr_format=3)
     for name, a in arrays.items():
-        # Float features are noise to a compressor: store them raw so loading runs at disk speed.
-        raw = a.dtype.kind == "f" and a.dtype.itemsize <= 2
-        chunks, shards = _layout(a.shape, a.dtype.itemsize, raw)
-        compressors = None if raw else zarr.codecs.ZstdCodec(level=1)
-        z = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks, shards=shards,
-                           compressors=compressors, fill_value=0)
+        # Uncompressed: float features are noise to a compressor, and the small tables (< 3 % of
+        # the bytes) load faster from raw chunks than through zstd; see STORE_SCHEMA.md.
+        z = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=_chunks(a.shape, a.dtype.itemsize),
+                           compressors=None, filters=None, fill_value=0)
         if a.size:
             z[...] = a
         if hook is not None:
             hook(fragment_id, name)
 
 
-def open_fragment_array(loc: Location, fragment_id: str, name: str):
-    return zarr.open_array(loc.zarr_target(f"{FRAGMENTS}/{fragment_id}/{name}"), mode="r")
+_PLAIN_TYPES = {"bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                "float16", "float32", "float64"}
 
 
-def _plain_chunk_rows(z) -> int | None:
-    """Rows per chunk if `z` stores each chunk as raw little-endian C-order bytes (bytes codec
-    only, no compressor, no sharding, chunks spanning the trailing dims), else None."""
-    md = z.metadata
-    codecs = getattr(md, "codecs", ())
-    if len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec" or sys.byteorder != "little":
+def _plain_layout(meta: dict) -> tuple[int, str] | None:
+    """(rows per chunk, separator) if the zarr v3 array metadata stores each chunk as raw
+    little-endian C-order bytes (bytes codec only: no compressor, no sharding) with chunks spanning
+    the trailing dims; else None (read through zarr)."""
+    try:
+        if meta.get("zarr_format") != 3 or meta.get("data_type") not in _PLAIN_TYPES or sys.byteorder != "little":
+            return None
+        codecs = meta["codecs"]
+        if len(codecs) != 1 or codecs[0]["name"] != "bytes":
+            return None
+        if (codecs[0].get("configuration") or {}).get("endian", "little") != "little":
+            return None
+        if meta["chunk_grid"]["name"] != "regular" or meta.get("storage_transformers"):
+            return None
+        cs = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        shape = meta["shape"]
+        if not shape or list(cs[1:]) != [max(1, x) for x in shape[1:]]:
+            return None
+        enc = meta["chunk_key_encoding"]
+        if enc["name"] != "default":
+            return None
+        return int(cs[0]), (enc.get("configuration") or {}).get("separator", "/")
+    except (KeyError, TypeError, IndexError):
         return None
-    endian = getattr(codecs[0], "endian", None)
-    if endian is not None and getattr(endian, "value", endian) != "little" and z.dtype.itemsize > 1:
-        return None
-    cs = tuple(md.chunk_grid.chunk_shape)
-    if z.ndim == 0 or cs[1:] != tuple(max(1, s) for s in z.shape[1:]):
-        return None
-    return cs[0]
 
 
-def read_rows_into(z, start: int, stop: int, out: np.ndarray, local_dir: str | None = None) -> None:
-    """Copy rows [start, stop) of zarr array `z` into the contiguous numpy array `out`.
+class ArrayReader:
+    """Rows of one fragment array. Local raw arrays are read with readinto straight into the
+    destination (one copy from the page cache, as fast as reading the files; zarr would read into
+    a buffer and copy again); anything else goes through zarr."""
 
-    For a local array of raw chunks (features) the chunk files are read with readinto straight into
-    `out`: one copy from the page cache, as fast as reading the files (zarr itself would read into a
-    buffer and copy again)."""
-    if stop <= start:
-        return
-    rows = _plain_chunk_rows(z) if local_dir is not None and out.flags.c_contiguous else None
-    if rows is not None and z.dtype == out.dtype:
-        rowbytes = out.dtype.itemsize * int(np.prod(out.shape[1:], dtype=np.int64))
-        flat = out.reshape(-1).view(np.uint8)
-        for c in range(start // rows, (stop - 1) // rows + 1):
-            c0 = c * rows
-            a, b = max(start, c0), min(stop, c0 + rows)
-            dest = flat[(a - start) * rowbytes:(b - start) * rowbytes]
-            key = z.metadata.encode_chunk_key((c,) + (0,) * (z.ndim - 1))
-            try:
-                with open(os.path.join(local_dir, *key.split("/")), "rb", buffering=0) as f:
-                    f.seek((a - c0) * rowbytes)
-                    got = f.readinto(dest)
-            except FileNotFoundError:  # chunk never written: all fill value
-                out[a - start:b - start] = z.metadata.fill_value
-                continue
-            if got != len(dest):
-                raise OSError(f"{local_dir}/{key}: short chunk ({got} of {len(dest)} bytes)")
-        return
-    from zarr.core.buffer import cpu
+    def __init__(self, loc: Location, fragment_id: str, name: str):
+        self.loc, self.sub = loc, f"{FRAGMENTS}/{fragment_id}/{name}"
+        self._z = None
+        self.plain = None
+        if loc.local:
+            meta = loc.read_json(f"{self.sub}/zarr.json")
+            self.plain = _plain_layout(meta)
+            self.shape = tuple(meta["shape"])
+            self.dtype = np.dtype(meta["data_type"]) if meta["data_type"] in _PLAIN_TYPES else None
+            self.fill = meta.get("fill_value")
+        if self.plain is None:
+            self._z = zarr.open_array(loc.zarr_target(self.sub), mode="r")
+            self.shape, self.dtype = self._z.shape, self._z.dtype
 
-    if out.flags.c_contiguous:
-        z.get_basic_selection(slice(start, stop), out=cpu.NDBuffer.from_numpy_array(out))
-    else:
-        out[...] = z[start:stop]
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Copy rows [start, stop) into the numpy array `out` (shape (stop-start, ...))."""
+        if stop <= start:
+            return
+        if self.plain is not None and out.flags.c_contiguous and out.dtype == self.dtype:
+            rows, sep = self.plain
+            rowbytes = out.dtype.itemsize * int(np.prod(out.shape[1:], dtype=np.int64))
+            flat = out.reshape(-1).view(np.uint8)
+            base = self.loc._p(self.sub)
+            for c in range(start // rows, (stop - 1) // rows + 1):
+                c0 = c * rows
+                a, b = max(start, c0), min(stop, c0 + rows)
+                dest = flat[(a - start) * rowbytes:(b - start) * rowbytes]
+                key = sep.join(["c", str(c)] + ["0"] * (len(self.shape) - 1))
+                path = os.path.join(base, *key.split("/"))
+                try:
+                    with open(path, "rb", buffering=0) as f:
+                        f.seek((a - c0) * rowbytes)
+                        got = f.readinto(dest)
+                except FileNotFoundError:  # chunk never written: all fill value
+                    out[a - start:b - start] = self.fill
+                    continue
+                if got != len(dest):
+                    raise OSError(f"{path}: short chunk ({got} of {len(dest)} bytes)")
+            return
+        if self._z is None:
+            self._z = zarr.open_array(self.loc.zarr_target(self.sub), mode="r")
+        from zarr.core.buffer import cpu
 
-
-def fragment_array_dir(loc: Location, fragment_id: str, name: str) -> str | None:
-    """Local directory of a fragment array (None for remote stores)."""
-    return loc._p(f"{FRAGMENTS}/{fragment_id}/{name}") if loc.local else None
+        if out.flags.c_contiguous:
+            self._z.get_basic_selection(slice(start, stop), out=cpu.NDBuffer.from_numpy_array(out))
+        else:
+            out[...] = self._z[start:stop]
 
 
 def list_manifests(loc: Location) -> list[dict]:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extract.store_io import (META, Location, StoreError, axis_of, fragment_array_dir, list_manifests,
-                              open_fragment_array, read_root_attrs, read_rows_into)
+from extract.store_io import (META, ArrayReader, Location, StoreError, axis_of, list_manifests,
+                              read_root_attrs)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -201,10 +201,14 @@ class FeatureStore:
                 shape, dt = info[n]
                 ax = axis_of(n)
                 goff = self._goff[ax]
-                out = np.empty((int(goff[-1]),) + shape[1:], dtype=dt)
+                # Allocated by torch, not numpy: numpy madvises big arrays into transparent huge
+                # pages, whose allocation stalled loading 2-5x on a busy machine (bench_store.py).
+                tdt = torch.from_numpy(np.empty(0, dtype=dt)).dtype
+                out_t = torch.empty((int(goff[-1]),) + tuple(shape[1:]), dtype=tdt)
+                out = out_t.numpy()
                 for f in self.fragments.get(g, []):
                     self._copy_fragment(g, f, n, goff, out)
-                data[f"{g}/{n}"] = torch.from_numpy(out).to(device)
+                data[f"{g}/{n}"] = out_t.to(device)
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
         return Tables(video_names=list(self.videos), kf_video=t(self._kf_video.astype(np.int64)),
                       kf_time=t(self._ts), kf_actor_offset=t(self._kf_act.astype(np.int64)),
@@ -219,15 +223,13 @@ class FeatureStore:
             return
         glob = np.array([self._vindex[f.videos[i]] for i in local], dtype=np.int64)
         loff = f.off[axis_of(name)]
-        z = open_fragment_array(self.loc, f.id, name)
-        d = fragment_array_dir(self.loc, f.id, name)
+        z = ArrayReader(self.loc, f.id, name)
         if len(local) == len(f.videos) and np.all(np.diff(glob) == 1) and np.all(np.diff(local) == 1):
             # The common case (one writer, or a compacted store): one contiguous block, read in place.
-            read_rows_into(z, int(loff[local[0]]), int(loff[local[-1] + 1]),
-                           out[goff[glob[0]]:goff[glob[-1] + 1]], d)
+            z.read_into(int(loff[local[0]]), int(loff[local[-1] + 1]), out[goff[glob[0]]:goff[glob[-1] + 1]])
             return
         tmp = np.empty(z.shape, dtype=z.dtype)
-        read_rows_into(z, 0, z.shape[0], tmp, d)
+        z.read_into(0, z.shape[0], tmp)
         lengths = loff[local + 1] - loff[local]
         out[_ranges(goff[glob], lengths)] = tmp[_ranges(loff[local], lengths)]
 
@@ -250,7 +252,7 @@ class FeatureStore:
             for n in names:
                 key = (f.id, n)
                 if key not in self._open:
-                    self._open[key] = open_fragment_array(self.loc, f.id, n)
+                    self._open[key] = ArrayReader(self.loc, f.id, n)
                 z = self._open[key]
                 ax = axis_of(n)
                 if ax == "kf":
@@ -259,7 +261,7 @@ class FeatureStore:
                     off = f.kf_act if ax == "actor" else f.kf_obj
                     r0, r1 = int(off[lk]), int(off[lk + 1])
                 rows = np.empty((r1 - r0,) + z.shape[1:], dtype=z.dtype)
-                read_rows_into(z, r0, r1, rows, fragment_array_dir(self.loc, f.id, n))
+                z.read_into(r0, r1, rows)
                 out[f"{g}/{n}"] = rows[0] if ax == "kf" else rows
         return out
 

@@ -157,6 +157,8 @@ def write_label_files(ann_dir) -> tuple[Path, Path]:
     ava_io.write_label_map(lm, ava_io.LabelMap(ids=LABEL_IDS, names=LABEL_NAMES))
     groups = ann_dir / "groups.json"
     groups.write_text(json.dumps(GROUPS, indent=2) + "\n")
+    # Object class names, one per line in class-id order (extract features --object-classes).
+    (ann_dir / "object_classes.txt").write_text("".join(f"{c}\n" for c in OBJECT_CLASSES))
     return lm, groups
 
 

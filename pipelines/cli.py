@@ -4,8 +4,13 @@ dependency never breaks another."""
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import click
+
+# pytorchvideo/torchvision use torch.jit.script at import, which current torch flags as deprecated:
+# noise for users, not something they can act on.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
 # console name -> (module, click object)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -24,9 +24,9 @@ import yaml
 class DemoArgs:
     out: str = "demo_out"
     seed: int = 0
-    videos: int = 4  # per split
-    seconds: int = 12  # per video: keyframes 902 .. 900 + seconds - 2
-    short_side: int = 128  # frames are resized to this short side before the backbone (AVA: 256)
+    videos: int = 3  # per split
+    seconds: int = 10  # per video: keyframes 902 .. 900 + seconds - 2
+    short_side: int = 96  # frames are resized to this short side before the backbone (AVA: 256)
     extract_epochs: int = 5
     feature_videos: int = 16  # train videos of the feature-level store (val: a third)
     keyframes_per_video: int = 30
@@ -74,7 +74,7 @@ def run_demo(args: DemoArgs) -> dict:
             split=split, videos=str(data / "videos"), label_map=str(ann / "label_map.pbtxt"), dataset="synthetic",
             out=str(stores[split]), annotations=str(ann / f"{split}.csv"),
             proposals=str(ann / f"{split}_proposals.csv"), objects="precomputed",
-            objects_file=str(ann / f"{split}_objects.csv"), backbone="slowfast_r50", random_init=True,
+            objects_file=str(ann / f"{split}_objects.csv"), object_classes=str(ann / "object_classes.txt"), backbone="slowfast_r50", random_init=True,
             sampling_overrides={"short_side": args.short_side}, time_offset=900.0, batch_size=4, num_workers=1,
             device="cpu" if args.device == "auto" else args.device, progress=args.progress,
         ))

@@ -156,9 +156,10 @@ def _cap_prefilter(kf: np.ndarray, score: np.ndarray, cap: int, n_bins: int = 25
     bit pattern made monotone, cut to 8192 coarse bins, merged to ~`n_bins` of equal mass. O(n).
     """
     kfd, K = _dense_ids(kf)
-    bits = score.astype(np.float32).view(np.int32).astype(np.int64)
-    bits = np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # monotone in the float value
-    coarse = (bits >> 19) + 4096  # (N,) in [0, 8192)
+    f = score.astype(np.float32) + np.float32(0.0)  # monotone (ties stay ties); -0.0 -> +0.0
+    bits = f.view(np.int32)
+    bits = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))  # int32 order == float order
+    coarse = (bits >> 19).astype(np.int64) + 4096  # (N,) in [0, 8192)
     hist = np.bincount(coarse, minlength=8192)
     lut = ((np.cumsum(hist) - hist) * n_bins) // max(score.size, 1)
     b = lut[coarse]

@@ -66,6 +66,8 @@ def extract_cli():
               help="none | precomputed (--objects-file CSV) | an object detector name (extract.detectors).")
 @click.option("--objects-file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Objects CSV video,timestamp,x1,y1,x2,y2,class_id,score for --objects precomputed.")
+@click.option("--object-classes", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Text file of object class names, one per line in class-id order (--objects precomputed).")
 @click.option("--object-detector-args", "object_detector_kwargs", default="", callback=_json_dict,
               show_default=True, help="JSON object of keyword arguments for the object detector.")
 @click.option("--min-proposal-score", default=0.0, show_default=True, type=float,

@@ -97,3 +97,10 @@ def test_sampling_validation():
     with pytest.raises(ValueError, match="expects 16 frames"):
         bb = build_backbone("slowfast_r50", **TINY["slowfast_r50"])
         bb.pack(torch.zeros(1, 8, 4, 4, 3, dtype=torch.uint8))
+
+
+def test_family_aliases_build_the_usual_variant():
+    # Users type `extract features --backbone slowfast`.
+    for alias, name in {"slowfast": "slowfast_r50", "slow": "slow_r50", "i3d": "i3d_r50", "x3d": "x3d_m",
+                        "csn": "csn_r101", "mvit": "mvit_b"}.items():
+        assert BACKBONES[alias] is BACKBONES[name]

@@ -217,3 +217,52 @@ def test_sigkill_mid_run_resumes_to_identical_arrays(ds, full_run, tmp_path):
     for k in ref:
         if k.startswith(("base/", "slowfast_r50/")):
             np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+def test_cli_features_exits_nonzero_on_failed_video(ds, tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.commands.extract import extract_cli
+
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    os.symlink(ds / "videos/syn_000.mp4", vids / "syn_000.mp4")
+    (vids / "syn_001.mp4").write_bytes(b"\x00garbage" * 50)
+    base = ["features", "--split", "train", "--videos", str(vids), "--label-map",
+            str(ds / "annotations/label_map.pbtxt"), "--annotations", str(ds / "annotations/train.csv"),
+            "--out", str(tmp_path / "c.zarr"), "--device", "cpu", "--no-progress", "--time-offset", "900",
+            "--backbone-args", json.dumps(TINY), "--sampling-args", json.dumps(SAMPLING)]
+    r = CliRunner().invoke(extract_cli, base)
+    assert r.exit_code != 0 and "--random-init" in r.output  # refuses without a checkpoint
+    r = CliRunner().invoke(extract_cli, base + ["--random-init"])
+    assert r.exit_code == 1, r.output
+    assert open_store(str(tmp_path / "c.zarr")).videos == ["syn_000"]
+    r = CliRunner().invoke(extract_cli, ["features", "--help"])
+    assert "[default: slowfast_r50]" in r.output
+
+
+def test_person_detector_on_keyframe_frames(ds, tmp_path, monkeypatch):
+    from extract import detectors
+
+    seen = []
+
+    class Fake:  # a detector with a fixed answer, recording the frames and keys it was given
+        def __call__(self, frames, keys=None):
+            seen.append((tuple(frames.shape), list(keys), float(frames.min()), float(frames.max())))
+            return [detectors.Detections(torch.tensor([[0.1, 0.1, 0.4, 0.9], [0.5, 0.2, 0.7, 0.8]]),
+                                         torch.tensor([0.95, 0.3]), torch.ones(2, dtype=torch.long))
+                    for _ in range(frames.shape[0])]
+
+    monkeypatch.setitem(detectors.PERSON_DETECTORS, "fake", lambda **kw: Fake())
+    out = tmp_path / "d.zarr"
+    s = run_extract(_args(ds, out, proposals=None, person_detector="fake", objects="none", objects_file=None,
+                          min_proposal_score=0.5))
+    assert s["done"] == 2 and not s["failed"]
+    data, t = _load(out)
+    assert sum(x[0][0] for x in seen) == len(t.kf_time) and all(x[2] >= 0 and x[3] <= 1 for x in seen)
+    assert seen[0][1][0] == ("syn_000", 902.0)
+    det = ~data["base/actor_is_gt"]
+    # one detection per keyframe survives the 0.5 score cut, after the GT rows
+    assert det.sum() == len(t.kf_time)
+    np.testing.assert_allclose(data["base/actor_box"][det], [[0.1, 0.1, 0.4, 0.9]] * len(t.kf_time))
+    assert data["slowfast_r50/actor_pooled"].shape[0] == len(data["base/actor_box"])

@@ -243,7 +243,7 @@ def test_multi_chunk_raw_fast_path_matches_zarr(clean, tmp_path, monkeypatch):
     same through the direct-file path (local) and through zarr itself (memory://)."""
     import extract.store_io as sio
 
-    monkeypatch.setattr(sio, "SHARD_BYTES", 96)  # 3 rows of 16 float16 per chunk file
+    monkeypatch.setattr(sio, "CHUNK_MAX_BYTES", 96)  # 3 rows of 16 float16 per chunk file
     p, url = str(tmp_path / "s"), "memory://stagecache_test/multichunk"
     for target in (p, url):
         w = StoreWriter(target, split="val", label_ids=LABEL_IDS, label_names=LABEL_NAMES, flush_bytes=1 << 30)

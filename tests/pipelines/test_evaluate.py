@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from extract import ava_io
 from pipelines.commands.evaluate import evaluate_cli
-from pipelines.evaluate import (DEFAULT_LABEL_MAP, EvalResult, _official_cap, class_groups, evaluate_files,
+from pipelines.evaluate import (DEFAULT_LABEL_MAP, EvalResult, _cap_prefilter, _official_cap, class_groups, evaluate_files,
                                 frame_map, frame_map_single_label, plot_pr_curves)
 
 A = [0.0, 0.0, 0.5, 0.5]
@@ -123,6 +123,21 @@ def test_cap_matches_official_heap_with_ties():
         want = sorted((k, *t) for k, h in heaps.items() for t in h)
         got = sorted((kf[i], score[i], cls[i], box[i, 1], box[i, 0], box[i, 3], box[i, 2]) for i in np.flatnonzero(keep))
         assert got == want
+
+
+def test_cap_prefilter_never_changes_the_selection():
+    # the O(n) binning prefilter must keep a superset that yields the same official selection,
+    # with negative scores, -0.0 vs 0.0 and heavy ties
+    rng = np.random.default_rng(2)
+    for t in range(100):
+        n, cap = int(rng.integers(1, 300)), int(rng.integers(1, 60))
+        kf = rng.integers(0, 4, n)
+        score = rng.choice([-3.5, -0.0, 0.0, 1e-8, -1e-8, 0.25, 7.0], n) if t % 2 else rng.normal(0, 5, n)
+        cls, box = rng.integers(1, 4, n), rng.random((n, 4))
+        full = _official_cap(kf, cls, box, score, cap)
+        pre = np.flatnonzero(_cap_prefilter(kf, score, cap))
+        sub = _official_cap(kf[pre], cls[pre], box[pre], score[pre], cap)
+        assert set(pre[sub].tolist()) == set(np.flatnonzero(full).tolist())
 
 
 def test_timestamp_formats_are_one_keyframe(tmp_path):
