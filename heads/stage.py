@@ -174,7 +174,10 @@ class STAGEHead(nn.Module):
             raise ValueError(f"STAGE: time_step must be > 0 seconds, got {time_step}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"STAGE: dropout must be in [0, 1), got {dropout}")
-        if actor_dim <= 0 or num_classes <= 0 or (use_objects and object_dim <= 0):
+        if use_objects and object_dim <= 0:
+            raise ValueError("STAGE: there are no object features (object_dim 0): extract objects "
+                             "(extract features --objects ...) or train with --head-arg use_objects=false")
+        if actor_dim <= 0 or num_classes <= 0:
             raise ValueError(
                 f"STAGE: actor_dim ({actor_dim}), object_dim ({object_dim}), num_classes ({num_classes}) must be > 0"
             )

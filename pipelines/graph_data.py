@@ -18,6 +18,9 @@ from torch import Tensor
 from heads.batch import HeadInput
 
 _EPS = 1e-3  # timestamps are compared with millisecond tolerance, as everywhere in the project
+# actor_extras key of a per-actor relation bank (ACFB); batches then also carry BANK_KF.
+BANK_MAPS = "bank_maps"
+BANK_KF = "bank_kf"
 
 
 def ranges_to_indices(lo: Tensor, hi: Tensor) -> Tensor:
@@ -130,6 +133,10 @@ class GraphData:
             context=f(self.context, kf),
             extras={k: v[rows] for k, v in self.actor_extras.items()},
         )
+        if BANK_MAPS in x.extras:
+            # An actor-level bank (ACAR's ACFB) holds one entry per batch actor: its keyframe index
+            # is the actor's, so heads find each entry's video and time by (kf_video, kf_time).
+            x.extras[BANK_KF] = actor_kf
         return x, rows
 
 

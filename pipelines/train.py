@@ -24,7 +24,7 @@ from extract import ava_io
 from extract.store import open_store
 from heads import HEADS, build_head
 from pipelines import losses
-from pipelines.graph_data import GraphData, build_graph_data, select_actors
+from pipelines.graph_data import BANK_MAPS, GraphData, build_graph_data, select_actors
 from pipelines.evaluate import DEFAULT_LABEL_MAP, class_groups, frame_map
 
 # Learning rates of the papers, for their reference features (SlowFast-like unless noted).
@@ -65,6 +65,7 @@ class TrainArgs:
     resume: bool = False
     progress: bool = True
     command_line: str = ""
+    bank_group: str = ""  # derived store group whose actor_maps feed a bank head (ACAR's ACFB, pipelines/acfb.py)
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -84,6 +85,8 @@ class TrainArgs:
             self.out_dir = str(Path("runs") / f"{self.head}-{time.strftime('%Y%m%d-%H%M%S')}")
         if self.lr is None:
             self.lr = PAPER_LR.get(self.head, DEFAULT_LR)
+        if self.bank_group and self.bank_group == "base":
+            raise ValueError("bank_group cannot be 'base'; give the group written by write-bank (e.g. acfb)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,7 +114,14 @@ def backbone_groups(store, wanted: list[str]) -> list[str]:
     return have
 
 
-def load_split(path: str, args: TrainArgs, boxes: str, threshold: float, levels, device) -> tuple:
+def object_class_count(*paths: str) -> int:
+    """Width of the one-hot object feature used when a store holds object boxes without detector
+    features: the longest class list of the stores (train and val must agree on it)."""
+    return max(len(open_store(p).attrs.get("object_classes") or []) for p in paths)
+
+
+def load_split(path: str, args: TrainArgs, boxes: str, threshold: float, levels, device,
+               num_object_classes: int = 0) -> tuple:
     """Open a store, load what the head needs, and filter actors. Returns (store, tables, GraphData)."""
     store = open_store(path)
     groups = backbone_groups(store, args.backbones)
@@ -120,6 +130,12 @@ def load_split(path: str, args: TrainArgs, boxes: str, threshold: float, levels,
         select[g] = ["actor_pooled"] + [lv for lv in levels if lv in store.array_info(g)]
     if "tracks" in store.groups:
         select["tracks"] = ["actor_track"]
+    if args.bank_group:
+        if args.bank_group not in store.groups or "actor_maps" not in store.array_info(args.bank_group):
+            raise ValueError(f"store {path} has no {args.bank_group}/actor_maps; write the bank first "
+                             f"(write-bank --run <bank-free run> --store {path} --group {args.bank_group})")
+        select[args.bank_group] = ["actor_maps"] + (
+            ["actor_in_bank"] if "actor_in_bank" in store.array_info(args.bank_group) else [])
     tables = store.load(select)
     sel = select_actors(
         tables.data["base/actor_is_gt"].bool().numpy(),
@@ -135,10 +151,26 @@ def load_split(path: str, args: TrainArgs, boxes: str, threshold: float, levels,
         select=sel,
         levels=frozenset(levels),
         track_array="tracks/actor_track" if "tracks" in store.groups else "base/actor_track",
-        num_object_classes=len(store.attrs.get("object_classes") or []),
+        num_object_classes=num_object_classes,
         device=data_device,
     )
+    if args.bank_group:
+        attach_bank(g, tables, args.bank_group, sel, path)
     return store, tables, g
+
+
+def attach_bank(g: GraphData, tables, group: str, sel: np.ndarray, path: str) -> None:
+    """Put the stored relation maps of the selected actors into g.actor_extras["bank_maps"]; every
+    batch then carries them with their keyframes (GraphData.batch adds "bank_kf")."""
+    sel_t = torch.from_numpy(np.asarray(sel, dtype=bool))
+    written = tables.data.get(f"{group}/actor_in_bank")
+    if written is not None:
+        missing = sel_t & ~written.bool()
+        if missing.any():
+            raise ValueError(f"store {path}: {int(missing.sum())} of the selected actors have no entry in "
+                             f"{group}/actor_maps (it was written for other boxes or a lower score threshold); "
+                             "rewrite the bank with write-bank --boxes gt+proposals and a threshold at most this run's")
+    g.actor_extras[BANK_MAPS] = tables.data[f"{group}/actor_maps"][sel_t].to(g.device)  # (A, C, H, W)
 
 
 def _fits(tables, device: torch.device) -> bool:
@@ -256,11 +288,17 @@ def train(args: TrainArgs) -> dict:
     probe = build_head(args.head, actor_dim=8, object_dim=8, num_classes=2, **args.head_args)
     levels = [LEVEL_OF_REQUIREMENT[r] for r in sorted(probe.requires) if r in LEVEL_OF_REQUIREMENT]
     radius = float(probe.temporal_radius)
+    if args.bank_group and not getattr(probe, "bank", False):
+        raise ValueError(f"--bank-group {args.bank_group} needs a head built with a bank "
+                         "(e.g. --head acar --head-arg bank=true)")
+    if getattr(probe, "bank", False) and not args.bank_group:
+        raise ValueError(f"head {args.head} with bank=True needs --bank-group (the group written by write-bank)")
 
+    n_obj_cls = object_class_count(args.train_store, args.val_store)
     train_store, train_tables, train_g = load_split(
-        args.train_store, args, args.train_boxes, args.train_score_threshold, levels, device)
+        args.train_store, args, args.train_boxes, args.train_score_threshold, levels, device, n_obj_cls)
     val_store, val_tables, val_g = load_split(
-        args.val_store, args, args.val_boxes, args.val_score_threshold, levels, device)
+        args.val_store, args, args.val_boxes, args.val_score_threshold, levels, device, n_obj_cls)
     label_ids = store_label_ids(train_store)
     if store_label_ids(val_store) != label_ids:
         raise ValueError(f"train and val stores have different label maps: {args.train_store}, {args.val_store}")
@@ -296,7 +334,8 @@ def train(args: TrainArgs) -> dict:
         print(f"resuming {out} after epoch {state['epoch']}", file=sys.stderr)
     config = asdict(args) | {"lr": args.lr, "label_ids": label_ids, "eval_label_ids": eval_ids,
                              "actor_dim": train_g.actor_feat.shape[1], "object_dim": train_g.object_feat.shape[1],
-                             "temporal_radius": radius, "levels": levels}
+                             "temporal_radius": radius, "levels": levels,
+                             "num_object_classes": n_obj_cls}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     # metrics.jsonl is rewritten from the checkpointed history so a resumed run never duplicates lines.
     (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in state["history"]))
@@ -398,8 +437,10 @@ def predict(args: PredictArgs) -> Path:
     device = resolve_device(args.device)
     head, cfg = load_trained(args.run_dir, device, args.checkpoint)
     targs = TrainArgs(train_store=args.store, val_store=args.store, head=cfg["head"], out_dir=args.run_dir,
-                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"])
-    store, tables, g = load_split(args.store, targs, args.boxes, args.score_threshold, cfg["levels"], device)
+                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"],
+                      bank_group=cfg.get("bank_group", ""))
+    store, tables, g = load_split(args.store, targs, args.boxes, args.score_threshold, cfg["levels"], device,
+                                  cfg.get("num_object_classes", 0))
     if store_label_ids(store) != cfg["label_ids"]:
         raise ValueError(f"store {args.store} has another label map than the run {args.run_dir}")
     rows, logits = run_head(head, g, g.query_keyframes(), cfg["temporal_radius"], args.batch_size, device,

@@ -64,6 +64,14 @@ def _ids(text: str) -> list[int]:
 @click.option("--no-amp", is_flag=True, help="Disable autocast on GPU.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--bank-group", default="",
+              help="Store group of first-order relation maps (written by write-bank) fed to a bank head, "
+                   "e.g. --head acar --head-arg bank=true --bank-group acfb (ACAR-Net ACFB). Default: no bank.")
+@click.option("--retrain-classifier", type=click.Choice(["none", "balanced"]), default="none",
+              help="After training, retrain only the final classifier with class-balanced keyframe sampling "
+                   "(AVA-Kinetics 2021 report, Sec. 2.4) into <out>/balanced/.")
+@click.option("--retrain-epochs", default=5,
+              help="Epochs of the classifier retraining (the report gives none; 5 is our default).")
 def train_head_cli(**kw):
     """Train a head on cached features (a train store and a val store) and write a run directory:
     config.json, metrics.jsonl, last.pt, best.pt, val_predictions.csv, per_class_ap.json."""
@@ -79,12 +87,21 @@ def train_head_cli(**kw):
             val_boxes=kw["val_boxes"], val_score_threshold=kw["val_score_threshold"],
             eval_label_ids=_ids(kw["eval_ids"]), max_dets_per_kf=None if kw["no_cap"] else 50, seed=kw["seed"],
             device=kw["device"], amp=not kw["no_amp"], resume=kw["resume"], progress=not kw["no_progress"],
-            command_line=shlex.join(sys.argv),
+            command_line=shlex.join(sys.argv), bank_group=kw["bank_group"],
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if kw["retrain_classifier"] != "none" and kw["retrain_epochs"] < 1:
+        raise click.UsageError("--retrain-epochs must be >= 1")
     summary = train(args)
     click.echo(f"best val mAP {summary['best_val_map'] * 100:.2f} at epoch {summary['best_epoch']}; run: {summary['run_dir']}")
+    if kw["retrain_classifier"] == "balanced":
+        from pipelines.balanced import retrain_classifier_balanced
+
+        bal = retrain_classifier_balanced(summary["run_dir"], epochs=kw["retrain_epochs"], device=args.device,
+                                          progress=args.progress)
+        click.echo(f"class-balanced classifier: best val mAP {bal['best_val_map'] * 100:.2f} at epoch "
+                   f"{bal['best_epoch']}; run: {bal['run_dir']}")
 
 
 @click.command(context_settings={"show_default": True})

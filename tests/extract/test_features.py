@@ -238,7 +238,7 @@ def test_cli_features_exits_nonzero_on_failed_video(ds, tmp_path):
     assert r.exit_code == 1, r.output
     assert open_store(str(tmp_path / "c.zarr")).videos == ["syn_000"]
     r = CliRunner().invoke(extract_cli, ["features", "--help"])
-    assert "[default: slowfast_r50]" in r.output
+    assert "[default: slowfast_r50]" in " ".join(r.output.split())
 
 
 def test_person_detector_on_keyframe_frames(ds, tmp_path, monkeypatch):

@@ -1,0 +1,101 @@
+"""ACAR-Net's Actor-Context Feature Bank (Pan et al., CVPR 2021, Sec. 3.3), the store side.
+
+Two-stage flow:
+  (a) `train-head --head acar` trains a head without a bank;
+  (b) `write_relation_bank(run, store)` runs that head's `first_order_maps` over every selected
+      actor of a store (call it for the train store and the val store in turn) and writes the maps
+      L^i, one row per actor of the store, into a derived group (default "acfb"):
+        actor_maps    (A_store, hidden_dim, H, W) float16, zeros for actors not selected;
+        actor_in_bank (A_store,) bool, which rows hold a map (training refuses to use a zero row);
+  (c) `train-head --head acar --head-arg bank=true --bank-group acfb` trains a fresh head whose
+      batches carry the stored maps of every batch actor (`GraphData.actor_extras["bank_maps"]`,
+      `extras["bank_kf"]` = the actors' keyframes); the head keeps the entries within its window.
+The bank is fixed while (c) trains, as in the paper ("end-to-end except for the feature bank").
+
+Default boxes: GT plus proposals scoring >= 0.8, so that one bank serves training on GT boxes
+and validation on proposals at the usual 0.8 threshold. The paper's bank holds the maps of the
+detected persons of every clip; with GT boxes in the bank, training sees the annotated people.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from extract.store import write_group
+from pipelines.graph_data import select_actors
+from pipelines.train import TrainArgs, load_split, load_trained, resolve_device, store_label_ids
+
+DEFAULT_GROUP = "acfb"
+
+
+@torch.no_grad()
+def relation_maps(head, g, batch_size: int, device: torch.device, amp: bool = True,
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-order maps of every actor of a GraphData. Returns (rows into g (N,), maps (N, C, H, W)) on CPU.
+
+    First-order maps depend on an actor's own keyframe only, so batches need no temporal context."""
+    head.eval()
+    queries = g.query_keyframes()
+    rows_out, maps_out = [], []
+    for start in tqdm(range(0, len(queries), batch_size), desc="first-order maps", disable=not progress,
+                      leave=False):
+        x, rows = g.batch(queries[start : start + batch_size], 0.0)
+        x = x.to(device)
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            maps = head.first_order_maps(x)  # (A_b, C, H, W)
+        rows_out.append(rows.cpu())
+        maps_out.append(maps.float().cpu())
+    if not rows_out:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    return torch.cat(rows_out), torch.cat(maps_out)
+
+
+def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GROUP, *, boxes: str = "gt+proposals",
+                        score_threshold: float = 0.8, checkpoint: str = "best.pt", device: str = "auto",
+                        batch_size: int = 64, progress: bool = False) -> dict:
+    """Write the first-order relation maps of a trained bank-free ACAR head into `store` as `group`.
+
+    Returns a summary {"store", "group", "actors_written", "shape"}. An existing group of that name
+    is replaced atomically (readers see the old or the new bank, never a mix)."""
+    if boxes not in ("gt", "proposals", "gt+proposals"):
+        raise ValueError(f"boxes must be gt, proposals or gt+proposals, got {boxes!r}")
+    if group == "base":
+        raise ValueError("the bank cannot be written into the 'base' group")
+    dev = resolve_device(device)
+    head, cfg = load_trained(run_dir, dev, checkpoint)
+    if not hasattr(head, "first_order_maps"):
+        raise ValueError(f"run {run_dir} trained head {cfg['head']!r}, which has no first_order_maps; "
+                         "the bank needs an ACAR head (train-head --head acar)")
+    # The maps come from the head's first-order part only; a bank head's own bank is not needed.
+    targs = TrainArgs(train_store=store, val_store=store, head=cfg["head"], out_dir=str(run_dir),
+                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"],
+                      progress=False)
+    st, tables, g = load_split(store, targs, boxes, score_threshold, cfg["levels"], dev,
+                               cfg.get("num_object_classes", 0))
+    if store_label_ids(st) != cfg["label_ids"]:
+        raise ValueError(f"store {store} has another label map than the run {run_dir}")
+    if g.num_actors == 0:
+        raise ValueError(f"store {store}: no actors selected with boxes={boxes}, score_threshold={score_threshold}")
+    rows, maps = relation_maps(head, g, batch_size, dev, progress=progress)
+    store_rows = g.actor_row.cpu()[rows].numpy()
+    out = np.zeros((st.num_actors,) + tuple(maps.shape[1:]), dtype=np.float16)  # (A_store, C, H, W)
+    out[store_rows] = maps.numpy().astype(np.float16)
+    in_bank = np.zeros(st.num_actors, dtype=bool)
+    in_bank[store_rows] = True
+    # Cross-check against the selection: every selected actor got exactly one map.
+    expect = select_actors(tables.data["base/actor_is_gt"].bool().numpy(),
+                           tables.data["base/actor_score"].float().numpy(), boxes=boxes,
+                           score_threshold=score_threshold)
+    if not np.array_equal(expect, in_bank):
+        raise RuntimeError(f"store {store}: bank rows do not match the actor selection (internal error)")
+    attrs = {"kind": "acfb_first_order_maps", "run_dir": str(run_dir), "checkpoint": checkpoint,
+             "head": cfg["head"], "head_args": cfg["head_args"], "boxes": boxes,
+             "score_threshold": float(score_threshold), "hidden_dim": int(maps.shape[1]),
+             "map_shape": list(maps.shape[1:])}
+    write_group(store, group, attrs, {"actor_maps": out, "actor_in_bank": in_bank})
+    print(f"wrote {group}/actor_maps {tuple(out.shape)} ({int(in_bank.sum())} actors) into {store}", file=sys.stderr)
+    return {"store": str(store), "group": group, "actors_written": int(in_bank.sum()), "shape": list(out.shape)}
