@@ -170,12 +170,12 @@ def _atomic_savez(path: str, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
+@torch.no_grad()  # a decorator, not set_grad_enabled(False): callers' grad mode must survive the job
 def run_detections(a: DetectionsArgs) -> dict:
     """Run the job; returns a summary dict (videos, keyframes, people, objects)."""
     from extract.ava_io import Objects, Proposals, write_objects, write_proposals_csv
     from extract.video import find_videos
 
-    torch.set_grad_enabled(False)
     found = find_videos(a.video_dir, kinetics_names=a.kinetics_names)
     if a.keyframes is not None:
         plan = read_keyframe_csv(a.keyframes)

@@ -47,6 +47,8 @@ def test_job_with_video_frames(data):
         warnings.simplefilter("ignore")
         summary = run_detections(args)
     assert summary == {"videos": 1, "keyframes": 2, "people": 2, "objects": 3}
+    # The job must not switch autograd off for the rest of the process (it once did).
+    assert torch.is_grad_enabled()
     out = data / "out"
     back = ava_io.read_proposals(str(out / "proposals.csv"))
     np.testing.assert_allclose(back.score, [0.95, 0.9], rtol=1e-6)  # 0.5 is below the threshold
@@ -92,3 +94,4 @@ def test_command_and_validation(data):
         DetectionsArgs(video_dir=str(data / "videos"), out_dir=str(data / "y"))
     with pytest.raises(ValueError, match="start:end"):
         DetectionsArgs(video_dir=str(data / "videos"), out_dir=str(data / "y"), timestamps="5:1")
+

@@ -123,3 +123,19 @@ def test_bank_misuse_is_refused(stores, stage_one, tmp_path):
     with pytest.raises(ValueError, match="no first_order_maps"):
         train(_args(stores, tmp_path / "lin", head="linear", head_args={}))
         write_relation_bank(tmp_path / "lin", stores[0], "x", device="cpu")
+
+
+def test_write_bank_cli(stores, stage_one):
+    from click.testing import CliRunner
+
+    from pipelines.commands.acfb import write_bank_cli
+
+    res = CliRunner().invoke(write_bank_cli, ["--run", str(stage_one), "--store", stores[0], "--store", stores[1],
+                                              "--group", "acfb_cli", "--score-threshold", "0.5", "--device", "cpu",
+                                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    for s in stores:
+        t = open_store(s).load({"acfb": ["actor_maps"], "acfb_cli": ["actor_maps"]})
+        assert torch.equal(t.data["acfb/actor_maps"], t.data["acfb_cli/actor_maps"])  # same run, same maps
+    res = CliRunner().invoke(write_bank_cli, ["--run", str(stage_one / "nope"), "--store", stores[0]])
+    assert res.exit_code != 0 and "not found" in res.output
