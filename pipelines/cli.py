@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.commands.demo", "demo_cli"),
     "visualize": ("pipelines.commands.visualize", "visualize_cli"),
     "predict-video": ("pipelines.commands.predict_video", "predict_video_cli"),
+    "write-bank": ("pipelines.commands.acfb", "write_bank_cli"),
 }
 
 
@@ -67,3 +68,4 @@ ablate_cli = _entry("ablate")
 demo_cli = _entry("demo")
 visualize_cli = _entry("visualize")
 predict_video_cli = _entry("predict-video")
+write_bank_cli = _entry("write-bank")
