@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipelines import losses
-from pipelines.train import (TrainArgs, _atomic_save, eval_groups, evaluate_head, gt_for_eval, load_split,
+from pipelines.train import (TrainArgs, _atomic_save, batch_loss, eval_groups, evaluate_head, gt_for_eval, load_split,
                              load_trained, resolve_device, seed_everything, write_predictions_csv)
 
 DEFAULT_EPOCHS = 5  # the report gives no number
@@ -131,16 +131,8 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
         t0, total_loss, steps = time.perf_counter(), 0.0, 0
         for start in tqdm(range(0, len(order), args.batch_size), desc=f"balanced {epoch + 1}/{epochs}",
                           disable=not progress, unit="batch"):
-            x, rows = train_g.batch(order[start : start + args.batch_size], radius)
-            if hasattr(head, "aux_loss"):
-                x.extras["labels"] = labels[rows]
-            x = x.to(dev)
-            target = labels[rows[x.is_query.to(rows.device)]].to(dev)
-            with torch.autocast(dev.type, enabled=args.amp and dev.type == "cuda"):
-                logits = head(x)
-            loss = loss_fn(logits[x.is_query].float(), target, pose_cols.to(dev))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} in balanced epoch {epoch + 1}, step {steps}")
+            loss = batch_loss(head, train_g, labels, order[start : start + args.batch_size], radius, dev, args.amp,
+                              loss_fn, pose_cols, aux=False, where=f"balanced epoch {epoch + 1}, step {steps}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

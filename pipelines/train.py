@@ -270,6 +270,25 @@ def write_predictions_csv(path: Path, det: dict, tables) -> None:
     )
 
 
+def batch_loss(head, g: GraphData, labels: torch.Tensor, queries: torch.Tensor, radius: float, device,
+               amp: bool, loss_fn, pose_cols: torch.Tensor, *, aux: bool = True, where: str = "") -> torch.Tensor:
+    """The training loss of one batch of query keyframes (plus a head's auxiliary loss when `aux`);
+    raises on a non-finite loss."""
+    x, rows = g.batch(queries, radius)
+    if aux and hasattr(head, "aux_loss"):
+        x.extras["labels"] = labels[rows]  # IGMN's auxiliary losses are supervised per actor
+    x = x.to(device)
+    target = labels[rows[x.is_query.to(rows.device)]].to(device)
+    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        logits = head(x)
+    loss = loss_fn(logits[x.is_query].float(), target, pose_cols.to(device))
+    if aux and hasattr(head, "aux_loss"):
+        loss = loss + head.aux_loss()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()} at {where}")
+    return loss
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -352,18 +371,8 @@ def train(args: TrainArgs) -> dict:
                    disable=not args.progress, unit="batch")
         for start in bar:
             q = order[start : start + args.batch_size]
-            x, rows = train_g.batch(q, radius)
-            if hasattr(head, "aux_loss"):
-                x.extras["labels"] = labels[rows]  # IGMN's auxiliary losses are supervised per actor
-            x = x.to(device)
-            target = labels[rows[x.is_query.to(rows.device)]].to(device)
-            with torch.autocast(device.type, enabled=args.amp and device.type == "cuda"):
-                logits = head(x)
-            loss = loss_fn(logits[x.is_query].float(), target, pose_cols.to(device))
-            if hasattr(head, "aux_loss"):
-                loss = loss + head.aux_loss()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {steps}")
+            loss = batch_loss(head, train_g, labels, q, radius, device, args.amp, loss_fn, pose_cols,
+                              where=f"epoch {epoch + 1}, step {steps}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
