@@ -1,10 +1,11 @@
 """Synthetic AVA-format data, deterministic by seed: the demo, every head's tests and benchmarks.
 
-Three modules, one simulation:
+Four modules, one simulation:
 - `extract/synthetic_world.py`: the scene simulation (`simulate_world` -> `World`), the label map
   and the label rules (documented there in full; summary below);
 - `extract/synthetic_video.py`: rendering with PyAV and the AVA files (`make_video_dataset`);
-- `extract/synthetic_store.py`: the feature-level store without video (`make_feature_store`).
+- `extract/synthetic_store.py`: the feature-level store without video (`make_feature_store`);
+- `extract/synthetic_levels.py`: that store's roi / temporal / context levels (`levels=`).
 
 Label map (ids and rules, at keyframe t, box-centre distances in normalised coordinates):
     1 stand, 2 sit, 3 lie   pose (exactly one per actor-keyframe; Markov chain over seconds)
@@ -19,8 +20,9 @@ video time = AVA timestamp - 900 (videos start at AVA second 900, 2 s before the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from extract.synthetic_levels import LEVELS
 from extract.synthetic_store import CODE_SEED, feature_codes, make_feature_store, video_arrays
 from extract.synthetic_video import make_video_dataset, render_frames, write_label_files, write_video
 from extract.synthetic_world import (
@@ -88,8 +90,12 @@ class FeatureStoreArgs:
     noise: float = 1.0
     first_video: int = 0
     progress: bool = False
+    levels: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        bad = sorted(set(self.levels) - set(LEVELS))
+        if bad:
+            raise ValueError(f"unknown level(s) {bad}; valid: {', '.join(LEVELS)}")
         for name in ("n_videos", "keyframes_per_video", "actor_dim", "object_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

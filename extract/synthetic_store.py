@@ -18,7 +18,9 @@ hold and can only be recovered the way they are meant to be:
 Groups written: `base` (actor_box, actor_score, actor_is_gt, actor_labels in LABEL_IDS order,
 actor_track = person_id for GT rows, object_box, object_class (index into OBJECT_CLASSES),
 object_score = 1, object_feature) and the backbone group (`backbone`, default "synthetic") with
-actor_pooled. Every keyframe of the world is written (the world's excluded flags are ignored).
+actor_pooled, plus `actor_roi`, `actor_temporal` and `kf_context` for the `levels` asked for
+(drawn from the same scene by `extract/synthetic_levels.py`, from their own generator, so asking for
+levels changes none of the other arrays). Every keyframe of the world is written (the world's excluded flags are ignored).
 Generation is per video and vectorised (no per-actor Python loop), so AVA-sized stores (300 videos
 x 900 keyframes, 2304-d actors) are practical; a rerun skips videos already committed.
 """
@@ -26,6 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from extract.synthetic_levels import (
+    LEVELS, context_codes, context_level, roi_level, scene_maps, temporal_level,
+)
 from extract.synthetic_world import (
     FIRST_KEYFRAME, GROUPS, LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, POSES, simulate_proposals,
     simulate_video, split_code, video_name, video_tables,
@@ -62,9 +67,16 @@ def video_arrays(
     pose_scale: float = 1.0,
     id_scale: float = 0.5,
     obj_scale: float = 1.0,
+    levels: tuple[str, ...] = (),
+    grid: int = 16,
+    context_size: int = 16,
+    roi_size: int = 7,
+    temporal_steps: int = 8,
+    map_noise: float = 0.5,
 ) -> dict:
     """One video's store rows: {"video", "timestamps", "actor_counts", "object_counts", "base",
-    "pooled"} with the base-group arrays and the (A, actor_dim) pooled features."""
+    "pooled", "levels"} with the base-group arrays, the (A, actor_dim) pooled features and the
+    backbone arrays of `levels` ({"actor_roi", "actor_temporal", "kf_context"} subset)."""
     v = simulate_video(seed, index, keyframes_per_video, split=split)
     tab = video_tables(v)
     T = keyframes_per_video
@@ -84,6 +96,12 @@ def video_arrays(
     labels = tab["actor_labels"].astype(np.uint8)
     track = tab["actor_person"].astype(np.int64)
     feat = gt_feat
+    lrng = np.random.default_rng([int(seed), split_code(split), int(index), 5])  # levels only
+    gt_temporal = None
+    if "temporal" in levels:
+        gt_temporal = temporal_level(v, kf, tab["actor_person"], identity, pose_code, steps=temporal_steps,
+                                     id_scale=id_scale, noise_scale=sa, rng=lrng)  # (A_gt, S, D)
+    temporal = gt_temporal
     if proposals:
         p = simulate_proposals(seed, split, index, kf, box, T)
         src = p["source"]
@@ -105,10 +123,28 @@ def video_arrays(
         labels = np.concatenate((labels, p_labels))[order]
         track = np.concatenate((track, np.full(n_p, -1, np.int64)))[order]
         feat = np.concatenate((gt_feat, p_feat))[order]
+        if gt_temporal is not None:
+            p_temp = np.empty((n_p,) + gt_temporal.shape[1:], np.float32)
+            p_temp[~fp] = gt_temporal[src[~fp]] + 0.3 * sa * lrng.standard_normal(
+                (int((~fp).sum()),) + gt_temporal.shape[1:], dtype=np.float32)
+            p_temp[fp] = (pose_scale * _unit(lrng, int(fp.sum()), actor_dim)[:, None, :]
+                          + sa * lrng.standard_normal((int(fp.sum()),) + gt_temporal.shape[1:], dtype=np.float32))
+            temporal = np.concatenate((gt_temporal, p_temp))[order]
 
     n_obj = tab["object_kf"].shape[0]
     obj_feat = (obj_scale * class_code[tab["object_class"]]
                 + so * rng.standard_normal((n_obj, object_dim), dtype=np.float32))
+    level_arrays = {}
+    if temporal is not None:
+        level_arrays["actor_temporal"] = temporal
+    if "roi" in levels or "context" in levels:
+        codes = obj_scale * context_codes(len(OBJECT_CLASSES), actor_dim)[tab["object_class"]]
+        maps = scene_maps(T, grid, tab["actor_kf"], tab["actor_box"], gt_feat, tab["object_kf"],
+                          tab["object_box"], codes, lrng, map_noise)  # (T, D, G, G)
+        if "context" in levels:
+            level_arrays["kf_context"] = context_level(maps, context_size)
+        if "roi" in levels:
+            level_arrays["actor_roi"] = roi_level(maps, kf, box, roi_size)
     base = {
         "actor_box": box.astype(np.float32), "actor_score": score, "actor_is_gt": is_gt,
         "actor_labels": labels, "actor_track": track,
@@ -122,6 +158,7 @@ def video_arrays(
         "object_counts": np.bincount(tab["object_kf"], minlength=T),
         "base": base,
         "pooled": feat,
+        "levels": level_arrays,
     }
 
 
@@ -138,9 +175,15 @@ def make_feature_store(
     proposals: bool = True,
     noise: float = 1.0,
     first_video: int = 0,
+    levels: tuple[str, ...] | list[str] = (),
+    context_size: int = 16,
+    roi_size: int = 7,
+    temporal_steps: int = 8,
     progress: bool = False,
 ):
-    """Write a feature-level synthetic store at `path` (see the module docstring); returns `path`."""
+    """Write a feature-level synthetic store at `path` (see the module docstring); returns `path`.
+
+    `levels`: extra backbone levels to draw, a subset of ("roi", "temporal", "context")."""
     from extract.store import StoreWriter
 
     for name, val, lo in (("n_videos", n_videos, 1), ("keyframes_per_video", keyframes_per_video, 1),
@@ -150,6 +193,13 @@ def make_feature_store(
             raise ValueError(f"{name} must be >= {lo}, got {val}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
+    levels = tuple(sorted(set(levels)))
+    bad = sorted(set(levels) - set(LEVELS))
+    if bad:
+        raise ValueError(f"unknown level(s) {bad}; valid: {', '.join(LEVELS)}")
+    for name, val in (("context_size", context_size), ("roi_size", roi_size), ("temporal_steps", temporal_steps)):
+        if int(val) < 1:
+            raise ValueError(f"{name} must be >= 1, got {val}")
     if backbone == "base":
         raise ValueError("backbone group name 'base' is reserved")
     base_attrs = {
@@ -160,8 +210,14 @@ def make_feature_store(
     }
     bb_attrs = {
         "backbone": backbone, "source": "synthetic", "feature_dim": int(actor_dim),
-        "pooled_dim": int(actor_dim), "levels": ["pooled"], "seed": int(seed), "noise": float(noise),
+        "pooled_dim": int(actor_dim), "levels": ["pooled", *levels], "seed": int(seed), "noise": float(noise),
     }
+    if "context" in levels:
+        bb_attrs["context_grid"] = int(context_size)
+    if "roi" in levels:
+        bb_attrs["roi_size"] = int(roi_size)
+    if "temporal" in levels:
+        bb_attrs["temporal_steps"] = int(temporal_steps)
     videos = range(first_video, first_video + n_videos)
     if progress:
         from tqdm import tqdm
@@ -176,11 +232,12 @@ def make_feature_store(
             if name in done_base and name in done_bb:
                 continue  # rerun: committed already
             va = video_arrays(seed, split, g, keyframes_per_video, actor_dim=actor_dim,
-                              object_dim=object_dim, proposals=proposals, noise=noise)
+                              object_dim=object_dim, proposals=proposals, noise=noise, levels=levels,
+                              context_size=context_size, roi_size=roi_size, temporal_steps=temporal_steps)
             counts = dict(timestamps=va["timestamps"], actor_counts=va["actor_counts"],
                           object_counts=va["object_counts"])
             if name not in done_base:
                 w.add_video("base", name, arrays=va["base"], **counts)
             if name not in done_bb:
-                w.add_video(backbone, name, arrays={"actor_pooled": va["pooled"]}, **counts)
+                w.add_video(backbone, name, arrays={"actor_pooled": va["pooled"], **va["levels"]}, **counts)
     return path

@@ -23,7 +23,8 @@ Defaults: the report gives no widths; we use d_model 512, 8 heads, feed-forward 
 default with LFB's 60 s window (the report does not state its window); S-only has no bank (the
 report trains S-only without memory because of its size). The report fuses person features with
 the video feature map before the relation module; here the cached person tokens are used as is.
-The decoupled class-balanced re-training of the classifier (Sec. 2.4) is the training loop's
+The report feeds the averaged tokens to "full-connected layers": `fc_layers` (default 2) counts
+them, the last being the classifier. The decoupled class-balanced re-training of the classifier (Sec. 2.4) is the training loop's
 job: `classifier_parameters()` returns the parameters it should train.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ class TransformerRelationHead(nn.Module):
     def __init__(self, actor_dim: int, object_dim: int, num_classes: int, *, tokens: str,
                  token_dim: int | None = None, d_model: int = 512, nhead: int = 8,
                  dim_feedforward: int = 1024, num_layers: int = 1, dropout: float = 0.1,
-                 bank_window: float = 0.0, classifier_dropout: float = 0.5):
+                 bank_window: float = 0.0, classifier_dropout: float = 0.5, fc_layers: int = 2):
         super().__init__()
         if tokens not in ("temporal", "spatial"):
             raise ValueError(f"transformer head: tokens must be 'temporal' or 'spatial', got {tokens!r}")
@@ -72,6 +73,8 @@ class TransformerRelationHead(nn.Module):
             raise ValueError(f"transformer head: num_layers must be >= 1, got {num_layers}")
         if bank_window < 0:
             raise ValueError(f"transformer head: bank_window must be >= 0 seconds, got {bank_window}")
+        if fc_layers < 1:
+            raise ValueError(f"transformer head: fc_layers must be >= 1, got {fc_layers}")
         self.tokens = tokens
         self.token_dim = actor_dim if token_dim is None else token_dim
         self.bank_window = float(bank_window)
@@ -80,6 +83,13 @@ class TransformerRelationHead(nn.Module):
         self.embed = nn.Linear(self.token_dim, d_model)
         self.blocks = nn.ModuleList(EncoderBlock(d_model, nhead, dim_feedforward, dropout)
                                     for _ in range(num_layers))
+        # Fully-connected layers before the classifier (fc_layers - 1 of them, width d_model). The
+        # position average is a sum of per-token outputs, so with a lone linear classifier the score
+        # would be additive over time steps / cells: no "sit, then stand" interaction could be read.
+        fc: list[nn.Module] = []
+        for _ in range(fc_layers - 1):
+            fc += [nn.Dropout(classifier_dropout), nn.Linear(d_model, d_model), nn.ReLU(inplace=True)]
+        self.fc = nn.Sequential(*fc)
         self.dropout = nn.Dropout(classifier_dropout)
         self.classifier = nn.Linear(d_model, num_classes)
 
@@ -115,7 +125,7 @@ class TransformerRelationHead(nn.Module):
         else:
             for block in self.blocks:
                 h = block(h, h, ~allowed)
-        return self.classifier(self.dropout(h.mean(dim=0)))
+        return self.classifier(self.dropout(self.fc(h.mean(dim=0))))
 
 
 def build_tonly(actor_dim: int, object_dim: int, num_classes: int, *, bank_window: float = 60.0,

@@ -133,3 +133,27 @@ def features_cmd(**kw):
     summary = run_extract(args)
     if summary["failed"]:
         raise SystemExit(1)
+
+
+@extract_cli.command("tracks")
+@click.option("--store", "store", required=True, help="Store whose base boxes are linked into tracks.")
+@click.option("--iou-threshold", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Smallest IoU for a box to continue a track.")
+@click.option("--max-gap", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a track may skip (1 = consecutive AVA keyframes).")
+@click.option("--separate-gt/--mixed", default=True, show_default=True,
+              help="Track ground-truth rows and detector rows independently.")
+def tracks_cmd(store, iou_threshold, max_gap, separate_gt):
+    """Link person boxes across keyframes (IoU + Hungarian) and write the store's `tracks` group.
+
+    Heads that need identities (igmn) read it instead of base/actor_track, which holds only the
+    annotation's person ids (-1 on detector boxes)."""
+    from extract.store import StoreError
+    from extract.tracking import write_tracks
+
+    try:
+        ids = write_tracks(store, iou_threshold=iou_threshold, max_gap=max_gap, separate_gt=separate_gt)
+    except (StoreError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e) if store in str(e) else f"{store}: {e}") from None
+    n = int(ids.max() + 1) if ids.size else 0
+    click.echo(f"{store}: {ids.size} boxes linked into {n} tracks (group 'tracks')")

@@ -63,8 +63,11 @@ def videos_cmd(out_dir, seed, n_videos, seconds, fps, width, height, splits, cod
               help="Also write jittered-GT and false-positive proposal rows.")
 @click.option("--noise", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Feature noise (expected norm of the noise vector).")
+@click.option("--levels", default="", show_default=True,
+              help="Extra backbone levels, comma-separated subset of roi,temporal,context "
+                   "(for heads such as acrn/acar (context), sonly/igmn dam (roi), tonly (temporal)).")
 def store_cmd(path, split, seed, n_videos, first_video, keyframes, actor_dim, object_dim, backbone,
-              proposals, noise) -> None:
+              proposals, noise, levels) -> None:
     """Write a feature-level synthetic store (no video) for tests and benchmarks."""
     from extract.synthetic import FeatureStoreArgs
 
@@ -72,8 +75,10 @@ def store_cmd(path, split, seed, n_videos, first_video, keyframes, actor_dim, ob
         FeatureStoreArgs(path=path, split=split, seed=seed, n_videos=n_videos,
                          keyframes_per_video=keyframes, actor_dim=actor_dim, object_dim=object_dim,
                          backbone=backbone, proposals=proposals, noise=noise,
-                         first_video=first_video, progress=True).run()
+                         first_video=first_video, progress=True,
+                         levels=[v.strip() for v in levels.split(",") if v.strip()]).run()
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     click.echo(f"wrote synthetic store {path} (split {split}, {n_videos} videos x {keyframes} "
-               f"keyframes, groups base + {backbone})")
+               f"keyframes, groups base + {backbone}"
+               f"{' with ' + levels if levels else ''})")

@@ -40,14 +40,11 @@ STAGE (no proximity gap) -- STAGE needs enough optimisation steps to learn the r
 """
 from __future__ import annotations
 
-import json
-import statistics
-
 import pytest
 import torch
 
-from extract.synthetic_store import make_feature_store
-from pipelines.train import TrainArgs, train
+from tests.pipelines import relational_helpers
+from tests.pipelines.relational_helpers import relational_stores, train_per_class_ap
 
 torch.set_num_threads(1)
 
@@ -66,23 +63,14 @@ def aps(tmp_path_factory):
     out = {}
     for seed in SEEDS:
         d = tmp_path_factory.mktemp(f"relational_s{seed}")
-        tr = make_feature_store(d / "train.zarr", split="train", seed=seed, n_videos=16, keyframes_per_video=30,
-                                actor_dim=64, object_dim=32)
-        va = make_feature_store(d / "val.zarr", split="val", seed=seed, n_videos=5, keyframes_per_video=30,
-                                actor_dim=64, object_dim=32, first_video=100)
+        tr, va = relational_stores(d, seed)
         for name, (head, head_args) in CONFIGS.items():
-            run = d / name
-            train(TrainArgs(train_store=str(tr), val_store=str(va), head=head, head_args=head_args,
-                            out_dir=str(run), epochs=8, batch_size=8, lr=3e-3, val_score_threshold=0.5,
-                            early_stop=100, seed=seed, device="cpu", progress=False))
-            per_class = json.loads((run / "per_class_ap.json").read_text())["per_class"]
-            out[name, seed] = {int(k): float(v) for k, v in per_class.items()}
+            out[name, seed] = train_per_class_ap(tr, va, d / name, head, head_args, seed)
     return out
 
 
 def mean_ap(aps, config, classes):
-    """Seed-averaged mean AP of `config` over `classes`."""
-    return statistics.fmean(statistics.fmean(aps[config, s][c] for c in classes) for s in SEEDS)
+    return relational_helpers.mean_ap(aps, config, classes, SEEDS)
 
 
 def gap(aps, a, b, classes):

@@ -1,0 +1,35 @@
+"""The relational-store setting shared by test_relational.py (STAGE) and test_relational_heads.py.
+
+Train store 16 videos x 30 keyframes (store seed = run seed), val store 5 x 30 (videos 100-104),
+64-d actors, 32-d objects; 8 epochs, batch 8, lr 3e-3, val proposals with score >= 0.5, no early
+stop, CPU.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from extract.synthetic_store import make_feature_store
+from pipelines.train import TrainArgs, train
+
+
+def relational_stores(d: Path, seed: int, levels: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    kw = dict(seed=seed, keyframes_per_video=30, actor_dim=64, object_dim=32, levels=levels)
+    tr = make_feature_store(d / "train.zarr", split="train", n_videos=16, **kw)
+    va = make_feature_store(d / "val.zarr", split="val", n_videos=5, first_video=100, **kw)
+    return tr, va
+
+
+def train_per_class_ap(tr, va, run: Path, head: str, head_args: dict, seed: int) -> dict[int, float]:
+    """Train one head in the shared setting; its validation AP per class id."""
+    train(TrainArgs(train_store=str(tr), val_store=str(va), head=head, head_args=head_args,
+                    out_dir=str(run), epochs=8, batch_size=8, lr=3e-3, val_score_threshold=0.5,
+                    early_stop=100, seed=seed, device="cpu", progress=False))
+    per_class = json.loads((run / "per_class_ap.json").read_text())["per_class"]
+    return {int(k): float(v) for k, v in per_class.items()}
+
+
+def mean_ap(aps, config: str, classes, seeds) -> float:
+    """Seed-averaged mean AP of `config` over `classes`."""
+    return statistics.fmean(statistics.fmean(aps[config, s][c] for c in classes) for s in seeds)
