@@ -3,7 +3,7 @@ its benchmark's author with the command that reproduces it)."""
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["store", "evaluate", "extract", "stage"]
+ORDER = ["store", "evaluate", "extract", "stage", "heads"]
 
 parts = ["# Benchmarks\n",
          "Every speed goal is a ratio against a baseline measured in the same run of the same script, "
