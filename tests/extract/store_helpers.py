@@ -68,3 +68,15 @@ def run_writer(path, videos, **kw):
             f"write_videos({str(path)!r}, {list(videos)!r}, **{kw!r})")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": REPO})
+
+
+def assert_tables_equal(a, b) -> None:
+    """Two loaded `Tables` hold the same structure and the same arrays, dtypes included."""
+    import torch  # here, not at the top: writer subprocesses import this module and must start fast
+
+    assert a.video_names == b.video_names
+    for f in ("kf_video", "kf_time", "kf_actor_offset", "kf_object_offset", "actor_kf", "object_kf"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert sorted(a.data) == sorted(b.data)
+    for k in a.data:
+        assert a.data[k].dtype == b.data[k].dtype and torch.equal(a.data[k], b.data[k]), k

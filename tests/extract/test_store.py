@@ -12,16 +12,8 @@ import torch
 
 from extract.store import (SCHEMA_VERSION, StoreError, StoreWriter, estimate_bytes, open_store,
                            write_group)
-from tests.extract.store_helpers import LABEL_IDS, LABEL_NAMES, VIDEOS, make_video, run_writer, write_videos
-
-
-def assert_tables_equal(a, b):
-    assert a.video_names == b.video_names
-    for f in ("kf_video", "kf_time", "kf_actor_offset", "kf_object_offset", "actor_kf", "object_kf"):
-        assert torch.equal(getattr(a, f), getattr(b, f)), f
-    assert sorted(a.data) == sorted(b.data)
-    for k in a.data:
-        assert a.data[k].dtype == b.data[k].dtype and torch.equal(a.data[k], b.data[k]), k
+from tests.extract.store_helpers import (LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, make_video, run_writer,
+                                        write_videos)
 
 
 @pytest.fixture(scope="module")

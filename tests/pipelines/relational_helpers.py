@@ -1,4 +1,7 @@
-"""The relational-store setting shared by test_relational.py (STAGE) and test_relational_heads.py.
+"""Synthetic store pairs shared by the pipeline tests.
+
+`small_store_pair`: tiny train/val stores for tests of the training machinery. The rest: the
+relational-store setting shared by test_relational.py (STAGE) and test_relational_heads.py.
 
 Train store 16 videos x 30 keyframes (store seed = run seed), val store 5 x 30 (videos 100-104),
 64-d actors, 32-d objects; 8 epochs, batch 8, lr 3e-3, val proposals with score >= 0.5, no early
@@ -12,6 +15,14 @@ from pathlib import Path
 
 from extract.synthetic_store import make_feature_store
 from pipelines.train import TrainArgs, train
+
+
+def small_store_pair(root: Path, *, train_videos: int, val_videos: int, keyframes: int) -> tuple[str, str]:
+    """Train (seed 0) and val (seed 1, videos from 50) feature stores, 16-d actors, 8-d objects."""
+    kw = dict(keyframes_per_video=keyframes, actor_dim=16, object_dim=8)
+    make_feature_store(root / "train.zarr", split="train", seed=0, n_videos=train_videos, **kw)
+    make_feature_store(root / "val.zarr", split="val", seed=1, n_videos=val_videos, first_video=50, **kw)
+    return str(root / "train.zarr"), str(root / "val.zarr")
 
 
 def relational_stores(d: Path, seed: int, levels: tuple[str, ...] = ()) -> tuple[Path, Path]:

@@ -5,21 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from extract.synthetic_store import make_feature_store
 from heads import build_head
 from pipelines.balanced import (balanced_keyframe_weights, classifier_parameters, retrain_classifier_balanced,
                                 sample_keyframes)
 from pipelines.train import TrainArgs, load_trained, train
+from tests.pipelines.relational_helpers import small_store_pair
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    make_feature_store(root / "train.zarr", split="train", seed=0, n_videos=3, keyframes_per_video=8,
-                       actor_dim=16, object_dim=8)
-    make_feature_store(root / "val.zarr", split="val", seed=1, n_videos=1, keyframes_per_video=8,
-                       actor_dim=16, object_dim=8, first_video=50)
-    return str(root / "train.zarr"), str(root / "val.zarr")
+    return small_store_pair(tmp_path_factory.mktemp("syn"), train_videos=3, val_videos=1, keyframes=8)
 
 
 def test_only_classifier_parameters_change(stores, tmp_path):

@@ -6,23 +6,13 @@ import os
 import h5py
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from extract.store import StoreWriter, open_store
 from extract.store_io import Location
 from pipelines.cache_tools import compact_store, export_h5, import_h5, store_info, verify_store
 from pipelines.commands.cache import cache_cli
-from tests.extract.store_helpers import LABEL_IDS, LABEL_NAMES, VIDEOS, make_video, write_videos
-
-
-def tables_equal(a, b):
-    assert a.video_names == b.video_names
-    for f in ("kf_video", "kf_time", "kf_actor_offset", "kf_object_offset", "actor_kf", "object_kf"):
-        assert torch.equal(getattr(a, f), getattr(b, f)), f
-    assert sorted(a.data) == sorted(b.data)
-    for k in a.data:
-        assert a.data[k].dtype == b.data[k].dtype and torch.equal(a.data[k], b.data[k]), k
+from tests.extract.store_helpers import LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, make_video, write_videos
 
 
 @pytest.fixture
@@ -117,7 +107,7 @@ def test_export_import_stagecache_round_trip(store, tmp_path):
     out = str(tmp_path / "back")
     assert import_h5(h5, out) == "stagecache"
     a, b = open_store(store), open_store(out)
-    tables_equal(a.load(), b.load())
+    assert_tables_equal(a.load(), b.load())
     assert a.attrs["label_names"] == b.attrs["label_names"] and b.groups["sf"]["backbone"] == "sf"
     r = CliRunner().invoke(cache_cli, ["export", store, str(tmp_path / "y.h5")])
     assert r.exit_code == 0, r.output
@@ -184,12 +174,12 @@ def test_compact_merges_and_survives_kill(store, monkeypatch):
     monkeypatch.setattr(Location, "remove", real_remove)
     mid = open_store(store)
     assert len(mid.fragments["base"]) == 1 and len(mid.fragments["sf"]) == 5  # base merged, sf not yet
-    tables_equal(mid.load(), before)
+    assert_tables_equal(mid.load(), before)
     rep = compact_store(store, stale_seconds=0, log=lambda *_: None)
     assert rep["removed_superseded"] == 5 and rep["removed_stale"] == 1
     after = open_store(store)
     assert {g: len(f) for g, f in after.fragments.items()} == {"base": 1, "sf": 1}
-    tables_equal(after.load(), before)
+    assert_tables_equal(after.load(), before)
     assert sorted(loc.listdir("fragments")) == sorted(f.id for fs in after.fragments.values() for f in fs)
     r = CliRunner().invoke(cache_cli, ["compact", store])
     assert r.exit_code == 0 and '"merged": 0' in r.output

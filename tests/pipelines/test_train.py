@@ -6,19 +6,14 @@ import torch
 from torch import nn
 
 from extract import ava_io
-from extract.synthetic_store import make_feature_store
 from heads import HEADS
 from pipelines.train import PredictArgs, TrainArgs, predict, train
+from tests.pipelines.relational_helpers import small_store_pair
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    make_feature_store(root / "train.zarr", split="train", seed=0, n_videos=4, keyframes_per_video=12,
-                       actor_dim=16, object_dim=8)
-    make_feature_store(root / "val.zarr", split="val", seed=1, n_videos=2, keyframes_per_video=12,
-                       actor_dim=16, object_dim=8, first_video=50)
-    return str(root / "train.zarr"), str(root / "val.zarr")
+    return small_store_pair(tmp_path_factory.mktemp("syn"), train_videos=4, val_videos=2, keyframes=12)
 
 
 def _args(stores, out, **kw):
