@@ -24,7 +24,10 @@ class HeadInput:
     actor_feat: Tensor  # (A, C_a) float: pooled backbone feature
     actor_box: Tensor  # (A, 4) float: normalised x1, y1, x2, y2
     actor_kf: Tensor  # (A,) long: index into the keyframe arrays
-    is_query: Tensor  # (A,) bool: actors whose predictions are wanted (loss / output)
+    # (A,) bool: actors whose predictions are wanted (loss / output). A head returns (A, L) logits,
+    # but only these rows are read: heads whose bank pulls in many other keyframes (tonly, sonly,
+    # lfb, igmn) leave the other rows as placeholders instead of computing them.
+    is_query: Tensor
 
     # Objects, flat over keyframes. O may be 0 (empty tensors with the right trailing dims).
     object_feat: Tensor  # (O, C_o) float

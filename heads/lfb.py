@@ -42,9 +42,13 @@ class LFBHead(nn.Module):
         self.classifier = nn.Linear(actor_dim + hidden_dim, num_classes)
 
     def forward(self, x: HeadInput) -> Tensor:
-        s = self.st_reduce(x.actor_feat)  # (A, d)
+        # Only the query keyframes' actors are updated: the window pulls in whole stretches of video
+        # whose actors serve as the bank only (HeadInput: other rows are placeholders).
+        q = x.is_query.nonzero(as_tuple=True)[0]  # (Q,)
+        s = self.st_reduce(x.actor_feat[q])  # (Q, d)
         lt = self.lt_reduce(x.actor_feat)  # (A, d): the bank is every actor of the batch
-        mask = window_mask(x.kf_video, x.kf_time, x.actor_kf, x.actor_kf, self.temporal_radius)  # (A, A)
+        mask = window_mask(x.kf_video, x.kf_time, x.actor_kf[q], x.actor_kf, self.temporal_radius)  # (Q, A)
         for block in self.blocks:
             s = block(s, lt, mask)
-        return self.classifier(self.dropout(torch.cat((x.actor_feat, s), dim=1)))
+        logits = self.classifier(self.dropout(torch.cat((x.actor_feat[q], s), dim=1)))  # (Q, L)
+        return logits.new_zeros(x.num_actors, logits.shape[1]).index_copy(0, q, logits)  # (A, L)

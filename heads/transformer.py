@@ -113,20 +113,25 @@ class TransformerRelationHead(nn.Module):
         return t
 
     def forward(self, x: HeadInput) -> Tensor:
-        h = self.embed(self._tokens(x))  # (P, A, d)
-        allowed = same_keyframe_mask(x.actor_kf, x.actor_kf)  # (A, A)
+        # Only the query keyframes' actors are updated and classified: with a 60 s bank a batch holds
+        # whole videos, and the other actors are needed as memory only (HeadInput: placeholder rows).
+        q = x.is_query.nonzero(as_tuple=True)[0]  # (Q,)
+        tokens = self.embed(self._tokens(x))  # (P, A, d)
+        h = tokens[:, q]  # (P, Q, d)
+        q_kf = x.actor_kf[q]
+        allowed = same_keyframe_mask(q_kf, q_kf)  # (Q, Q)
         if self.bank_window > 0:
-            bank = window_mask(x.kf_video, x.kf_time, x.actor_kf, x.actor_kf, self.temporal_radius,
-                               exclude_same=True)
-            mem = h  # the bank: every person's input tokens, never updated
-            blocked = ~torch.cat((allowed, bank), dim=1)  # (A, 2A)
+            bank = window_mask(x.kf_video, x.kf_time, q_kf, x.actor_kf, self.temporal_radius,
+                               exclude_same=True)  # (Q, A)
+            mem = tokens  # the bank: every person's input tokens, never updated
+            blocked = ~torch.cat((allowed, bank), dim=1)  # (Q, Q + A)
             for block in self.blocks:
                 h = block(h, torch.cat((h, mem), dim=1), blocked)
         else:
             for block in self.blocks:
                 h = block(h, h, ~allowed)
-        return self.classifier(self.dropout(self.fc(h.mean(dim=0))))
-
+        logits = self.classifier(self.dropout(self.fc(h.mean(dim=0))))  # (Q, L)
+        return logits.new_zeros(x.num_actors, logits.shape[1]).index_copy(0, q, logits)  # (A, L)
 
 def build_tonly(actor_dim: int, object_dim: int, num_classes: int, *, bank_window: float = 60.0,
                 **kw) -> TransformerRelationHead:

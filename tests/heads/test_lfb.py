@@ -58,3 +58,12 @@ def test_matches_reference_and_window_keyword():
         s = reference_nl(block, s, lt, inside)
     expected = head.classifier(torch.cat((x.actor_feat, s), dim=1))
     assert_close(head(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_only_query_keyframes_are_computed():
+    head = build()
+    full = head(make_input(KF_VIDEO, KF_TIME, [2, 1, 2, 1], seed=5))
+    x = make_input(KF_VIDEO, KF_TIME, [2, 1, 2, 1], seed=5, query_kf=[0])
+    out = head(x)
+    assert_close(out[x.is_query], full[x.is_query])
+    assert bool((out[~x.is_query] == 0).all())

@@ -103,3 +103,17 @@ def test_tonly_bank_window_bounds():
     nob = build_head("tonly", **KW, token_dim=5, bank_window=0.0).eval()
     randomise(nob, seed=3, std=0.2)
     assert_close(nob(x2)[q], nob(x)[q])
+
+
+def test_only_query_keyframes_are_computed():
+    """The bank's other keyframes serve as memory only: query rows match the all-query output,
+    every other row is a zero placeholder."""
+    for name, make in (("tonly", tonly_input), ("sonly", sonly_input)):
+        head = build_head(name, **KW, token_dim=5).eval()
+        randomise(head, seed=4, std=0.2)
+        x = make(seed=4)
+        full = head(x)
+        x.is_query = x.actor_kf == 0
+        out = head(x)
+        assert_close(out[x.is_query], full[x.is_query])
+        assert bool((out[~x.is_query] == 0).all())
