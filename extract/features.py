@@ -311,13 +311,14 @@ def run_extract(args: ExtractArgs) -> dict:
 
     def units():
         for v in todo:
-            ks = keys_of[v]
-            ts = (plan[v].timestamps if plan[v] is not None else
-                  np.array([rows.timestamps(v)[k] for k in ks], np.float64))
+            if plan[v] is not None:
+                ts = plan[v].timestamps
+            else:
+                stamps = rows.timestamps(v)  # built once per video, not once per keyframe
+                ts = np.array([stamps[k] for k in keys_of[v]], np.float64)
             for i in range(0, len(ts), args.batch_size):
                 idx = np.arange(i, min(i + args.batch_size, len(ts)))
                 yield Unit(v, available[v][0], offsets[v], ts[idx], idx, last=idx[-1] == len(ts) - 1)
-        return
 
     try:
         from tqdm import tqdm
@@ -423,7 +424,7 @@ def _process_unit(res, st, rows_v: KeyframeRows | None, keys_v, rows: RowBuilder
             maps = bb(bb.pack(x))
         kept = [b for b, n in zip(boxes, need) if n]
         bidx = np.concatenate([np.full(len(b), j) for j, b in enumerate(kept)] or [np.zeros(0, int)])
-        allb = np.concatenate([b for b, n in zip(boxes, need) if n] or [np.zeros((0, 4), np.float32)])
+        allb = np.concatenate(kept or [np.zeros((0, 4), np.float32)])
         with torch.no_grad():
             out = pool_rois(maps, torch.from_numpy(allb.astype(np.float32)).to(device),
                             torch.from_numpy(bidx.astype(np.int64)).to(device),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from extract.store_io import COMMITS, FRAGMENTS, ArrayReader, axis_of, committed_ids, new_fragment_id
-from extract.store_read import FeatureStore, _Frag, _ranges
+from extract.store_read import FeatureStore, _Frag
 
 
 def _fragment_bytes(f: _Frag) -> int:

@@ -81,6 +81,11 @@ class NonLocalBlock(nn.Module):
         return s + h * mask.any(dim=1, keepdim=True).to(h.dtype)
 
 
+def query_rows_only(logits: Tensor, q: Tensor, num_actors: int) -> Tensor:
+    """(Q, L) logits of the query actors `q` -> (A, L) with zero placeholder rows elsewhere."""
+    return logits.new_zeros(num_actors, logits.shape[1]).index_copy(0, q, logits)
+
+
 def keyframes_with(actor_kf: Tensor, is_query: Tensor) -> Tensor:
     """Sorted unique keyframe indices holding at least one query actor."""
     return torch.unique(actor_kf[is_query])

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .batch import HeadInput
-from .common import NonLocalBlock, window_mask
+from .common import NonLocalBlock, query_rows_only, window_mask
 
 
 class LFBHead(nn.Module):
@@ -45,10 +45,11 @@ class LFBHead(nn.Module):
         # Only the query keyframes' actors are updated: the window pulls in whole stretches of video
         # whose actors serve as the bank only (HeadInput: other rows are placeholders).
         q = x.is_query.nonzero(as_tuple=True)[0]  # (Q,)
-        s = self.st_reduce(x.actor_feat[q])  # (Q, d)
+        a_q = x.actor_feat[q]  # (Q, C_a)
+        s = self.st_reduce(a_q)  # (Q, d)
         lt = self.lt_reduce(x.actor_feat)  # (A, d): the bank is every actor of the batch
         mask = window_mask(x.kf_video, x.kf_time, x.actor_kf[q], x.actor_kf, self.temporal_radius)  # (Q, A)
         for block in self.blocks:
             s = block(s, lt, mask)
-        logits = self.classifier(self.dropout(torch.cat((x.actor_feat[q], s), dim=1)))  # (Q, L)
-        return logits.new_zeros(x.num_actors, logits.shape[1]).index_copy(0, q, logits)  # (A, L)
+        logits = self.classifier(self.dropout(torch.cat((a_q, s), dim=1)))  # (Q, L)
+        return query_rows_only(logits, q, x.num_actors)  # (A, L)

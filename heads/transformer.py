@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batch import HeadInput
-from .common import same_keyframe_mask, window_mask
+from .common import query_rows_only, same_keyframe_mask, window_mask
 
 
 class EncoderBlock(nn.Module):
@@ -131,7 +131,7 @@ class TransformerRelationHead(nn.Module):
             for block in self.blocks:
                 h = block(h, h, ~allowed)
         logits = self.classifier(self.dropout(self.fc(h.mean(dim=0))))  # (Q, L)
-        return logits.new_zeros(x.num_actors, logits.shape[1]).index_copy(0, q, logits)  # (A, L)
+        return query_rows_only(logits, q, x.num_actors)  # (A, L)
 
 def build_tonly(actor_dim: int, object_dim: int, num_classes: int, *, bank_window: float = 60.0,
                 **kw) -> TransformerRelationHead:

@@ -27,31 +27,22 @@ from tqdm import tqdm
 
 from extract.store import write_group
 from pipelines.graph_data import select_actors
-from pipelines.train import TrainArgs, load_split, load_trained, resolve_device, store_label_ids
+from pipelines.train import TrainArgs, load_split, load_trained, resolve_device, run_head, store_label_ids
 
 DEFAULT_GROUP = "acfb"
 
 
-@torch.no_grad()
 def relation_maps(head, g, batch_size: int, device: torch.device, amp: bool = True,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """First-order maps of every actor of a GraphData. Returns (rows into g (N,), maps (N, C, H, W)) on CPU.
 
-    First-order maps depend on an actor's own keyframe only, so batches need no temporal context."""
-    head.eval()
+    First-order maps depend on an actor's own keyframe only, so batches need no temporal context
+    (radius 0: every actor of a batch is a query)."""
     queries = g.query_keyframes()
-    rows_out, maps_out = [], []
-    for start in tqdm(range(0, len(queries), batch_size), desc="first-order maps", disable=not progress,
-                      leave=False):
-        x, rows = g.batch(queries[start : start + batch_size], 0.0)
-        x = x.to(device)
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            maps = head.first_order_maps(x)  # (A_b, C, H, W)
-        rows_out.append(rows.cpu())
-        maps_out.append(maps.float().cpu())
-    if not rows_out:
+    if len(queries) == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    return torch.cat(rows_out), torch.cat(maps_out)
+    return run_head(head, g, queries, 0.0, batch_size, device, amp, progress, desc="first-order maps",
+                    fn=head.first_order_maps)
 
 
 def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GROUP, *, boxes: str = "gt+proposals",

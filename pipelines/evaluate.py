@@ -189,13 +189,14 @@ def _match(d_group, d_box, g_group_sorted, g_box_sorted, thr: float) -> np.ndarr
     best_gt = np.full(nd, -1, np.int64)
     best_iou = np.zeros(nd)
     n_groups = int(max(d_group.max(), g_group_sorted[-1])) + 1
-    if n_groups <= 50_000_000:
+    dense = n_groups <= 50_000_000
+    if dense:
         # dense table of GT ranges per group: gathers instead of binary searches with random needles
         g_cnt = np.bincount(g_group_sorted, minlength=n_groups)
         g_lo = np.cumsum(g_cnt) - g_cnt
     for a in range(0, nd, _CHUNK):
         b = min(nd, a + _CHUNK)
-        if n_groups <= 50_000_000:
+        if dense:
             lo, cnt = g_lo[d_group[a:b]], g_cnt[d_group[a:b]]
         else:
             lo = np.searchsorted(g_group_sorted, d_group[a:b], "left")

@@ -294,6 +294,7 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
     attributes are checked against the training store's so the head sees the same kind of features."""
     from extract.features import ExtractArgs, run_extract
     from extract.store import open_store
+    from pipelines.train import resolve_device
 
     group, attrs = _backbone_attrs(cfg)
     if attrs.get("source") == "synthetic" or "backbone" not in attrs:
@@ -334,8 +335,7 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
         backbone_kwargs=kwargs, sampling_overrides=sampling, save=tuple(attrs.get("levels") or ()),
         context_grid=attrs.get("context_grid"), roi_resolution=int(attrs.get("roi_resolution", 7)),
         roi_aligned=bool(attrs.get("roi_aligned", True)), time_offset=args.time_offset,
-        fps=float(base.get("fps", 30.0)), device="cpu" if args.device == "auto" and not _cuda() else
-        ("cuda" if args.device == "auto" else args.device), num_workers=1, progress=False)
+        fps=float(base.get("fps", 30.0)), device=str(resolve_device(args.device)), num_workers=1, progress=False)
     echo(f"[predict-video] extracting {group} features ({attrs['backbone']})")
     summary = run_extract(eargs)
     if summary.get("failed"):
@@ -346,8 +346,3 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
         raise ValueError(f"the video's features differ from the run's store in {diff}; cannot predict consistently")
     return store_path
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -85,7 +85,7 @@ class TrainArgs:
             self.out_dir = str(Path("runs") / f"{self.head}-{time.strftime('%Y%m%d-%H%M%S')}")
         if self.lr is None:
             self.lr = PAPER_LR.get(self.head, DEFAULT_LR)
-        if self.bank_group and self.bank_group == "base":
+        if self.bank_group == "base":
             raise ValueError("bank_group cannot be 'base'; give the group written by write-bank (e.g. acfb)")
 
 
@@ -218,15 +218,17 @@ def gt_for_eval(tables, label_ids: list[int]) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def run_head(head, g: GraphData, queries: torch.Tensor, radius: float, batch_size: int, device, amp: bool,
-             progress: bool = False, desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of every actor of the query keyframes. Returns (rows into g, logits (N, L)) on CPU."""
+             progress: bool = False, desc: str = "predict", fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of every actor of the query keyframes (or `fn(x)`, e.g. `head.first_order_maps`, in
+    their place). Returns (rows into g, outputs (N, ...)) on CPU."""
     head.eval()
+    fn = head if fn is None else fn
     rows_out, logits_out = [], []
     for start in tqdm(range(0, len(queries), batch_size), desc=desc, disable=not progress, leave=False):
         x, rows = g.batch(queries[start : start + batch_size], radius)
         x = x.to(device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            logits = head(x)
+            logits = fn(x)
         rows_out.append(rows[x.is_query.to(rows.device)].cpu())
         logits_out.append(logits[x.is_query].float().cpu())
     return torch.cat(rows_out), torch.cat(logits_out)
