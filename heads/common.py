@@ -89,3 +89,15 @@ def query_rows_only(logits: Tensor, q: Tensor, num_actors: int) -> Tensor:
 def keyframes_with(actor_kf: Tensor, is_query: Tensor) -> Tensor:
     """Sorted unique keyframe indices holding at least one query actor."""
     return torch.unique(actor_kf[is_query])
+
+
+# Spatial pooling of (N, C, H, W) relation maps to (N, C), chosen by name.
+SPATIAL_POOLS = {
+    "avg": lambda x: x.mean(dim=(2, 3)),
+    "max": lambda x: x.amax(dim=(2, 3)),
+}
+
+
+def check_pool(head: str, pool: str) -> None:
+    if pool not in SPATIAL_POOLS:
+        raise ValueError(f"{head}: unknown pool {pool!r}; valid: {', '.join(SPATIAL_POOLS)}")

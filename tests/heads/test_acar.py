@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
@@ -118,3 +119,49 @@ def test_acfb_window_bounds():
     # Removing the irrelevant entries altogether changes nothing either.
     x.extras = {"bank_maps": bank[[0, 1, 4]], "bank_kf": bank_kf[[0, 1, 4]]}
     assert_close(head(x)[q], out)
+
+
+def reference_first_order(head, x, *, tile_actor, relative):
+    """First-order maps with the location option written directly: one 1x1 conv over the
+    concatenation [tile(A'); X'; location] (the location embedding as in ACRN), ReLU, conv2, ReLU."""
+    from tests.heads.test_acrn import reference_location
+
+    a = F.relu(head.actor_reduce(x.actor_feat))
+    ctx = F.relu(head.context_reduce(x.context))
+    h, w = ctx.shape[-2:]
+    parts = [head.conv1_context.weight[:, :, 0, 0], head.conv1_loc.weight[:, :, 0, 0]]
+    if tile_actor:
+        parts.insert(0, head.conv1_actor.weight)
+    weight = torch.cat(parts, dim=1)[:, :, None, None]
+    bias = head.conv1_actor.bias if tile_actor else head.conv1_context.bias
+    maps = []
+    for i in range(x.num_actors):
+        cat = [ctx[x.actor_kf[i]], reference_location(x.actor_box[i], h, w, relative)]
+        if tile_actor:
+            cat.insert(0, a[i][:, None, None].expand(-1, h, w))
+        f = F.relu(F.conv2d(torch.cat(cat)[None], weight, bias))
+        maps.append(F.relu(head.conv2(f))[0])
+    return torch.stack(maps)
+
+
+def test_location_option_matches_direct_concatenation():
+    x = inputs(seed=6)
+    for tile_actor, relative in ((True, False), (False, True)):
+        head = build_head("acar", **KW, location=True, relative_location=relative, tile_actor=tile_actor,
+                          pool="max").eval()
+        randomise(head, seed=6)
+        assert_close(head.first_order_maps(x), reference_first_order(head, x, tile_actor=tile_actor,
+                                                                     relative=relative), rtol=1e-4, atol=1e-4)
+        out = head(x)
+        x.actor_box[0] = torch.tensor([0.0, 0.0, 0.3, 0.3])  # where the actor is now matters
+        assert not torch.allclose(head(x)[0], out[0])
+        x = inputs(seed=6)
+
+
+def test_option_errors():
+    with pytest.raises(ValueError, match="tile_actor=False needs location=True"):
+        build_head("acar", **KW, tile_actor=False)
+    with pytest.raises(ValueError, match="relative_location=True needs location=True"):
+        build_head("acar", **KW, relative_location=True)
+    with pytest.raises(ValueError, match="unknown pool 'median'; valid: avg, max"):
+        build_head("acar_rn", **KW, pool="median")

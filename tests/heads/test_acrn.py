@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
@@ -22,30 +23,46 @@ def test_smoke_forward_backward():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
 
 
-def reference(head, x):
+def reference_location(b, h, w, relative=False):
+    """The location embedding cell by cell: box, cell corner (j/H, k/W), covered fraction of the
+    cell (+ offset of the cell centre from the box centre and its length)."""
+    loc = torch.zeros(10 if relative else 7, h, w)
+    cx, cy = float(b[0] + b[2]) / 2, float(b[1] + b[3]) / 2
+    for r in range(h):
+        for c in range(w):
+            loc[:4, r, c] = b
+            loc[4, r, c], loc[5, r, c] = r / h, c / w
+            ox = max(0.0, min(float(b[2]), (c + 1) / w) - max(float(b[0]), c / w)) * w
+            oy = max(0.0, min(float(b[3]), (r + 1) / h) - max(float(b[1]), r / h)) * h
+            loc[6, r, c] = ox * oy
+            if relative:
+                dx, dy = (c + 0.5) / w - cx, (r + 0.5) / h - cy
+                loc[7:, r, c] = torch.tensor([dx, dy, (dx * dx + dy * dy) ** 0.5])
+    return loc
+
+
+def reference(head, x, *, tile_actor=True, relative=False, pool="avg"):
     """ACRN Eq. 2 written directly: concatenate [tile(a); box; F; l; raster] and apply g_theta as
-    one 1x1 conv, then the 3x3 convs, average pooling, [a; f_RN] -> classifier."""
+    one 1x1 conv, then the 3x3 convs, average pooling, [a; f_RN] -> classifier. The options: no
+    tiled actor, relative location channels, max pooling."""
     rel = head.relation
-    weight = torch.cat((rel.actor_proj.weight, rel.context_proj.weight[:, :, 0, 0],
-                        rel.loc_proj.weight[:, :, 0, 0]), dim=1)[:, :, None, None]
+    parts = [rel.context_proj.weight[:, :, 0, 0], rel.loc_proj.weight[:, :, 0, 0]]
+    if tile_actor:
+        parts.insert(0, rel.actor_proj.weight)
+    weight = torch.cat(parts, dim=1)[:, :, None, None]
+    bias = rel.actor_proj.bias if tile_actor else rel.loc_proj.bias
     k, _, h, w = x.context.shape
     rows = []
     for i in range(x.num_actors):
-        a = x.actor_feat[i] / x.actor_feat[i].norm() * rel.norm_actor.scale
         ctx = x.context[x.actor_kf[i]]
         ctx = ctx / ctx.norm(dim=0, keepdim=True) * rel.norm_context.scale
-        b = x.actor_box[i]
-        loc = torch.zeros(7, h, w)
-        for r in range(h):
-            for c in range(w):
-                loc[:4, r, c] = b
-                loc[4, r, c], loc[5, r, c] = r / h, c / w
-                ox = max(0.0, min(float(b[2]), (c + 1) / w) - max(float(b[0]), c / w)) * w
-                oy = max(0.0, min(float(b[3]), (r + 1) / h) - max(float(b[1]), r / h)) * h
-                loc[6, r, c] = ox * oy
-        cat = torch.cat((a[:, None, None].expand(-1, h, w), ctx, loc))[None]
-        g = F.relu(F.conv2d(cat, weight, rel.actor_proj.bias))
-        f_rn = head.accumulate(g).mean(dim=(2, 3))[0]
+        cat = [ctx, reference_location(x.actor_box[i], h, w, relative)]
+        if tile_actor:
+            a = x.actor_feat[i] / x.actor_feat[i].norm() * rel.norm_actor.scale
+            cat.insert(0, a[:, None, None].expand(-1, h, w))
+        g = F.relu(F.conv2d(torch.cat(cat)[None], weight, bias))
+        acc = head.accumulate(g)
+        f_rn = (acc.mean(dim=(2, 3)) if pool == "avg" else acc.amax(dim=(2, 3)))[0]
         rows.append(torch.cat((x.actor_feat[i], f_rn)))
     return head.classifier(torch.stack(rows))
 
@@ -55,6 +72,26 @@ def test_matches_direct_concatenation():
     head = build_head("acrn", **KW).eval()
     randomise(head, seed=2)
     assert_close(head(x), reference(head, x), rtol=1e-4, atol=1e-4)
+
+
+def test_options_match_direct_concatenation():
+    x = inputs(seed=3)
+    head = build_head("acrn", **KW, tile_actor=False, pool="max", relative_location=True).eval()
+    randomise(head, seed=3)
+    assert head.relation.actor_proj is None and head.relation.norm_actor is None
+    assert_close(head(x), reference(head, x, tile_actor=False, relative=True, pool="max"), rtol=1e-4, atol=1e-4)
+    # Without the tiled actor, the relation part of an actor's logits ignores its own feature.
+    rel_only = head.classifier.weight[:, KW["actor_dim"]:]
+    g = lambda x: (head(x) - x.actor_feat @ head.classifier.weight[:, :KW["actor_dim"]].T)
+    before = g(x)
+    x.actor_feat = x.actor_feat + torch.randn_like(x.actor_feat)
+    assert_close(g(x), before, rtol=1e-4, atol=1e-4)
+    assert rel_only.abs().sum() > 0
+
+
+def test_unknown_pool_lists_valid_ones():
+    with pytest.raises(ValueError, match="unknown pool 'sum'; valid: avg, max"):
+        build_head("acrn", **KW, pool="sum")
 
 
 def test_own_keyframe_context_only_and_equivariant():
