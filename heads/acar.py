@@ -10,7 +10,8 @@
    H^i = Dropout(Conv(ReLU(LayerNorm(H~^i)))) with LayerNorm over (C, H, W); F^i <- F^i + H^i.
    `hr2o="rn"` uses the Relation Network instantiation instead (Eq. 3-4):
    H^{ij}_xy = f_theta([A^i, A^j, X_xy]) (two convs), H^i = mean_j H^{ij}, F'^i = F^i + H^i.
-3. Classifier: [actor feature; global average of F'^i] -> dropout -> one linear layer.
+3. Classifier: [actor feature; global average (or max, `pool`) of F'^i] -> dropout -> one linear
+   layer.
 
 ACFB (Sec. 3.3), `bank=True`: queries come from the current keyframe's first-order maps, keys
 and values from a bank of first-order maps within +-bank_window/2 seconds (21 s window = +-10 s
@@ -30,11 +31,12 @@ Options outside the paper (defaults are the paper's), measured on the synthetic 
 the paper, so where the actor feature carries no position (cached pooled features) it cannot tell
 a cup in the actor's hand from one across the room. `location=True` adds ACRN's location embedding
 (box, cell coordinates, box raster; `relative_location` adds the offset from the box centre) as an
-extra slice of conv1; `tile_actor=False` leaves the tiled actor feature out of conv1 (the relation
-then sees the actor through its box only, which needs `location`); `pool="max"` max-pools F'^i
-before the classifier. In the paper's form acar / acar_rn gain 4 / 2 points over `linear` on the
-person-object classes there (they fit the training videos through the tiled actor feature); with
-`location, relative_location, tile_actor=False, pool="max"`, 13 / 37 points.
+extra slice of conv1; `tile_actor=False` leaves the tiled actor feature out of conv1 (the
+first-order relation then sees the actor through its box only, which needs `location`; the
+relation network of `hr2o="rn"` still sees the actor features, as Eq. 3 says); `pool="max"`
+max-pools F'^i before the classifier. In the paper's form acar / acar_rn gain 4 / 2 points over
+`linear` on the person-object classes there (they fit the training videos instead); with
+`location, relative_location, tile_actor=False, pool="max"`, 14 / 37 points.
 
 Deviations: the backbone is frozen and actor features are the cached pooled features (the paper
 max-pools RoIAligned maps of a fine-tuned backbone); the 3x3 conv of the first-order encoder
@@ -184,7 +186,8 @@ class ACARHead(nn.Module):
             f = f + self.conv1_actor(a)[:, :, None, None]
         if self.conv1_loc is not None:
             h, w = ctx.shape[-2:]
-            f = f + self.conv1_loc(location_channels(actor_box.to(ctx.dtype), h, w, self.relative_location))
+            loc = location_channels(actor_box.to(ctx.dtype), h, w, self.relative_location)
+            f = f + self.conv1_loc(loc)
         return F.relu(self.conv2(F.relu(f)))
 
     def forward(self, x: HeadInput) -> Tensor:

@@ -150,9 +150,18 @@ def test_location_option_matches_direct_concatenation():
         head = build_head("acar", **KW, location=True, relative_location=relative, tile_actor=tile_actor,
                           pool="max").eval()
         randomise(head, seed=6)
-        assert_close(head.first_order_maps(x), reference_first_order(head, x, tile_actor=tile_actor,
-                                                                     relative=relative), rtol=1e-4, atol=1e-4)
+        assert (head.conv1_actor is not None) == tile_actor
+        assert (head.conv1_context.bias is None) == tile_actor  # one bias in conv1, wherever it sits
+        maps = reference_first_order(head, x, tile_actor=tile_actor, relative=relative)
+        assert_close(head.first_order_maps(x), maps, rtol=1e-4, atol=1e-4)
         out = head(x)
+        # HR²O then max pooling, written out: the logits from the maps above.
+        mask = x.actor_kf[:, None] == x.actor_kf[None, :]
+        f = maps
+        for block in head.blocks:
+            f = block(f, f, mask)
+        pooled = torch.cat((x.actor_feat, f.amax(dim=(2, 3))), dim=1)
+        assert_close(out, head.classifier(pooled), rtol=1e-4, atol=1e-4)
         x.actor_box[0] = torch.tensor([0.0, 0.0, 0.3, 0.3])  # where the actor is now matters
         assert not torch.allclose(head(x)[0], out[0])
         x = inputs(seed=6)

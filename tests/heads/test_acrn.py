@@ -71,6 +71,7 @@ def test_matches_direct_concatenation():
     x = inputs(seed=2)
     head = build_head("acrn", **KW).eval()
     randomise(head, seed=2)
+    assert head.relation.loc_proj.bias is None  # the paper's form: the bias sits in the actor slice
     assert_close(head(x), reference(head, x), rtol=1e-4, atol=1e-4)
 
 
@@ -78,15 +79,18 @@ def test_options_match_direct_concatenation():
     x = inputs(seed=3)
     head = build_head("acrn", **KW, tile_actor=False, pool="max", relative_location=True).eval()
     randomise(head, seed=3)
-    assert head.relation.actor_proj is None and head.relation.norm_actor is None
-    assert_close(head(x), reference(head, x, tile_actor=False, relative=True, pool="max"), rtol=1e-4, atol=1e-4)
+    rel = head.relation
+    assert rel.actor_proj is None and rel.norm_actor is None and rel.loc_proj.bias is not None
+    expected = reference(head, x, tile_actor=False, relative=True, pool="max")
+    assert_close(head(x), expected, rtol=1e-4, atol=1e-4)
+
+    def relation_part(x):  # the logits minus the classifier's direct actor-feature term
+        return head(x) - x.actor_feat @ head.classifier.weight[:, :KW["actor_dim"]].T
+
     # Without the tiled actor, the relation part of an actor's logits ignores its own feature.
-    rel_only = head.classifier.weight[:, KW["actor_dim"]:]
-    g = lambda x: (head(x) - x.actor_feat @ head.classifier.weight[:, :KW["actor_dim"]].T)
-    before = g(x)
+    before = relation_part(x)
     x.actor_feat = x.actor_feat + torch.randn_like(x.actor_feat)
-    assert_close(g(x), before, rtol=1e-4, atol=1e-4)
-    assert rel_only.abs().sum() > 0
+    assert_close(relation_part(x), before, rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_pool_lists_valid_ones():

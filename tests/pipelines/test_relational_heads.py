@@ -30,11 +30,11 @@ Measured per-class AP (classes 1-3 are >= 0.998 for every head and seed):
   1    igmn   0.495 0.220 0.285 0.883
 - `acrn`, `acar`, `acar_rn` (actor-context relations over the 16 x 16 context map) read the objects
   around a person: classes 4 / 5, with the options outside their papers that this store needs
-  (heads/acrn.py, heads/acar.py): the actor reaches the relation through its box only (location
-  embedding with offsets from the box centre; the tiled actor feature is left out), max pooling,
-  and in ACRN no L2 normalisation; acar's HR2O with 1x1 convs (CPU time). In the papers' form
-  (actor feature tiled, average pooling) they fit the 16 training videos through the tiled actor
-  feature and gain nothing on validation (BENCHMARKS.md, "All heads on one synthetic store").
+  (heads/acrn.py, heads/acar.py): the actor reaches the first-order relation through its box only
+  (location embedding with offsets from the box centre; the tiled actor feature is left out), max
+  pooling, and in ACRN no L2 normalisation; acar's HR2O with 1x1 convs (CPU time). In the papers'
+  form (actor feature tiled, average pooling) they fit the 16 training videos and gain nothing on
+  validation (BENCHMARKS.md, "All heads on one synthetic store").
 Measured with those options (store seed = run seed, 8 epochs):
   seed head      4     5
   0    acrn     0.614 0.465
