@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from extract import ava_io
+from extract.tracking import box_iou
 
 
 @dataclass
@@ -44,16 +45,6 @@ class KeyframeRows:
     def actor_slices(self) -> list[slice]:
         ao = np.concatenate([[0], np.cumsum(self.actor_counts)])
         return [slice(int(ao[k]), int(ao[k + 1])) for k in range(len(self.timestamps))]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) -> (N, M) IoU of x1, y1, x2, y2 boxes."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _by_keyframe(video: np.ndarray, ts: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
@@ -119,7 +110,7 @@ class RowBuilder:
         box, score = box[keep].astype(np.float32), score[keep].astype(np.float32)
         labels = np.zeros((len(box), self.n_labels), np.uint8)
         if self.transfer and len(box) and len(gt_box):
-            iou = box_iou(box, gt_box)
+            iou = box_iou(box, gt_box, dtype=np.float32)  # float32 arithmetic, as before
             best = iou.argmax(1)
             hit = iou[np.arange(len(box)), best] >= self.label_iou
             labels[hit] = gt_labels[best[hit]]

@@ -30,6 +30,7 @@ from extract.backbones import BACKBONES, VideoBackbone, build_backbone, warn_ran
 from extract.checkpoints import load_checkpoint
 from extract.clip_loader import Unit, iterate_units
 from extract.roi import LEVELS, pool_rois
+from extract.store_io import Location
 from extract.video import find_videos
 
 SUMMARY_KEYS = ("videos", "done", "skipped", "failed", "keyframes", "boxes", "objects", "bytes_written")
@@ -149,14 +150,7 @@ def _device(args: ExtractArgs) -> torch.device:
 
 
 def _dir_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
+    return sum(size for _, size in Location(path).files())
 
 
 def _group_attrs(args: ExtractArgs, bb: VideoBackbone, ckpt_format: str | None) -> dict:
@@ -278,6 +272,7 @@ def run_extract(args: ExtractArgs) -> dict:
     # rows per video (known up front unless a person / object detector runs per keyframe)
     plan: dict[str, KeyframeRows | None] = {}
     keys_of: dict[str, list[int]] = {}
+    stamps_of: dict[str, dict] = {}  # detector videos: keyframe key -> timestamp
     for v in list(todo):
         if v not in available:
             summary["missing_videos"].append(v)
@@ -291,7 +286,8 @@ def run_extract(args: ExtractArgs) -> dict:
             plan[v] = rows.build(v)
             keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
         else:
-            keys_of[v] = sorted(rows.timestamps(v))
+            stamps_of[v] = rows.timestamps(v)
+            keys_of[v] = sorted(stamps_of[v])
             plan[v] = None
     n_kf = sum(len(k) for k in keys_of.values())
     known = [r for r in plan.values() if r is not None]
@@ -305,7 +301,7 @@ def run_extract(args: ExtractArgs) -> dict:
           f"(uncompressed) -> {args.out} [{group}]", file=sys.stderr)
 
     bytes_before = _dir_bytes(args.out) if Path(args.out).exists() else 0
-    offsets = {v: (available[v][1] if available.get(v, (None, None))[1] is not None else
+    offsets = {v: (available[v][1] if available[v][1] is not None else
                    (args.time_offset if args.time_offset is not None else
                     (900.0 if available[v][0].is_dir() else 0.0))) for v in todo}
 
@@ -314,8 +310,7 @@ def run_extract(args: ExtractArgs) -> dict:
             if plan[v] is not None:
                 ts = plan[v].timestamps
             else:
-                stamps = rows.timestamps(v)  # built once per video, not once per keyframe
-                ts = np.array([stamps[k] for k in keys_of[v]], np.float64)
+                ts = np.array([stamps_of[v][k] for k in keys_of[v]], np.float64)
             for i in range(0, len(ts), args.batch_size):
                 idx = np.arange(i, min(i + args.batch_size, len(ts)))
                 yield Unit(v, available[v][0], offsets[v], ts[idx], idx, last=idx[-1] == len(ts) - 1)
@@ -414,8 +409,9 @@ def _process_unit(res, st, rows_v: KeyframeRows | None, keys_v, rows: RowBuilder
             dets = people[j] if people is not None else rows.proposal_rows(u.video, k)
             boxes.append(rows.actors_from_detections(*rows.gt_rows(u.video, k), *dets)["actor_box"])
     else:
-        sl = rows_v.actor_slices()
-        boxes = [rows_v.arrays["actor_box"][sl[p]] for p in pos]
+        if "slices" not in st:  # once per video, not once per unit
+            st["slices"] = rows_v.actor_slices()
+        boxes = [rows_v.arrays["actor_box"][st["slices"][p]] for p in pos]
     need = np.array([len(b) > 0 for b in boxes]) | ("context" in args.save)
     feats = {"pos": pos}
     if need.any():

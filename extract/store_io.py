@@ -169,7 +169,10 @@ class Location:
             for d, _, names in os.walk(self.root):
                 for n in names:
                     p = os.path.join(d, n)
-                    out.append((os.path.relpath(p, self.root), os.path.getsize(p)))
+                    try:
+                        out.append((os.path.relpath(p, self.root), os.path.getsize(p)))
+                    except OSError:  # removed meanwhile (another writer's temporary file)
+                        pass
         else:
             for p, info in self.fs.find(self.root, detail=True).items():
                 out.append((p[len(self.root):].lstrip("/"), int(info.get("size", 0))))

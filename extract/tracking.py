@@ -22,10 +22,10 @@ __all__ = ["track_boxes", "write_tracks", "box_iou"]
 TIME_EPS = 1e-3
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4), (M, 4) x1y1x2y2 -> (N, M) IoU."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+def box_iou(a: np.ndarray, b: np.ndarray, *, dtype=np.float64) -> np.ndarray:
+    """(N, 4), (M, 4) x1y1x2y2 -> (N, M) IoU, computed in `dtype` (float64 unless asked)."""
+    a = np.asarray(a, dtype=dtype).reshape(-1, 4)
+    b = np.asarray(b, dtype=dtype).reshape(-1, 4)
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])

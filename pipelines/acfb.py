@@ -23,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extract.store import write_group
-from pipelines.graph_data import select_actors
-from pipelines.train import TrainArgs, load_split, load_trained, resolve_device, run_head, store_label_ids
+from pipelines.train import load_run_split, load_trained, resolve_device, run_head
 
 DEFAULT_GROUP = "acfb"
 
@@ -62,13 +60,7 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
         raise ValueError(f"run {run_dir} trained head {cfg['head']!r}, which has no first_order_maps; "
                          "the bank needs an ACAR head (train-head --head acar)")
     # The maps come from the head's first-order part only; a bank head's own bank is not needed.
-    targs = TrainArgs(train_store=store, val_store=store, head=cfg["head"], out_dir=str(run_dir),
-                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"],
-                      progress=False)
-    st, tables, g = load_split(store, targs, boxes, score_threshold, cfg["levels"], dev,
-                               cfg.get("num_object_classes", 0))
-    if store_label_ids(st) != cfg["label_ids"]:
-        raise ValueError(f"store {store} has another label map than the run {run_dir}")
+    st, _, g = load_run_split(run_dir, cfg, store, boxes, score_threshold, dev, bank=False)
     if g.num_actors == 0:
         raise ValueError(f"store {store}: no actors selected with boxes={boxes}, score_threshold={score_threshold}")
     rows, maps = relation_maps(head, g, batch_size, dev, progress=progress)
@@ -77,11 +69,8 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
     out[store_rows] = maps.numpy().astype(np.float16)
     in_bank = np.zeros(st.num_actors, dtype=bool)
     in_bank[store_rows] = True
-    # Cross-check against the selection: every selected actor got exactly one map.
-    expect = select_actors(tables.data["base/actor_is_gt"].bool().numpy(),
-                           tables.data["base/actor_score"].float().numpy(), boxes=boxes,
-                           score_threshold=score_threshold)
-    if not np.array_equal(expect, in_bank):
+    # Every selected actor (load_split's selection, g.actor_row) got exactly one map.
+    if len(store_rows) != g.num_actors or int(in_bank.sum()) != g.num_actors:
         raise RuntimeError(f"store {store}: bank rows do not match the actor selection (internal error)")
     attrs = {"kind": "acfb_first_order_maps", "run_dir": str(run_dir), "checkpoint": checkpoint,
              "head": cfg["head"], "head_args": cfg["head_args"], "boxes": boxes,

@@ -109,7 +109,7 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     val_store, val_tables, val_g = load_split(args.val_store, args, args.val_boxes, args.val_score_threshold,
                                               levels, dev, n_obj)
     label_ids, eval_ids = cfg["label_ids"], cfg["eval_label_ids"]
-    pose_cols = torch.tensor([label_ids.index(i) for i in args.pose_ids if i in label_ids], dtype=torch.long)
+    pose_cols = losses.pose_columns(label_ids, args.pose_ids)
     gt = gt_for_eval(val_tables, label_ids)
     groups = eval_groups(val_store, label_ids)
     loss_fn = losses.get_loss(args.loss)

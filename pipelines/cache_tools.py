@@ -1,4 +1,4 @@
-"""`cache info / verify / export / import / compact`: inspecting and converting feature stores.
+"""`cache info / verify / export / import`: inspecting and converting feature stores.
 
 HDF5 layouts (docs/STORE_SCHEMA.md, "HDF5 import/export"):
 - "stagecache": one .h5 mirroring `Tables` (lossless round trip of every group and attribute).
@@ -15,7 +15,6 @@ import numpy as np
 
 from extract.ava_io import format_timestamp, read_label_map, timestamp_key
 from extract.store import BASE_ARRAYS, StoreError, StoreWriter, format_bytes, open_store
-from extract.store_compact import compact
 from extract.store_io import FRAGMENTS, axis_of
 
 LAYOUTS = ("stagecache", "stage")
@@ -279,6 +278,3 @@ def _import_stage(f, src, path, *, split, label_map, backbone, boxes_are_gt, ran
                         arrays={"actor_pooled": np.concatenate(feat)})
 
 
-def compact_store(path: str, *, target_bytes: int = 1 << 30, stale_seconds: float = 3600.0,
-                  dry_run: bool = False, log=print) -> dict:
-    return compact(path, target_bytes=target_bytes, stale_seconds=stale_seconds, dry_run=dry_run, log=log)

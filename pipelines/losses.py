@@ -56,6 +56,11 @@ def scores(logits: Tensor, loss: str, pose_cols: Tensor) -> Tensor:
     raise KeyError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
 
 
+def pose_columns(label_ids: list[int], pose_ids: list[int]) -> Tensor:
+    """Columns of the pose classes in label_ids; pose ids not among the store's classes are ignored, as in training."""
+    return torch.tensor([label_ids.index(i) for i in pose_ids if i in label_ids], dtype=torch.long)
+
+
 def get_loss(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     try:
         return LOSSES[name]

@@ -163,6 +163,8 @@ def write_annotated_video(src, dst, preds: ava_io.Predictions, label_names: dict
     it (the nearest keyframe wins). Returns the number of frames written."""
     import av
 
+    from pipelines.visualize import top_labels
+
     # keyframe time (video seconds) -> (boxes, labels)
     per_kf: dict[int, tuple[np.ndarray, list]] = {}
     keys = ava_io.timestamp_keys(preds.timestamp)
@@ -174,10 +176,8 @@ def write_annotated_video(src, dst, preds: ava_io.Predictions, label_names: dict
         boxes, labels = [], []
         for u in range(len(uniq)):
             r = rows[inv == u]
-            order = np.argsort(-preds.score[r], kind="stable")[:top_k]
             boxes.append(preds.box[r[0]])
-            labels.append([(label_names.get(int(preds.action[r[o]]), str(preds.action[r[o]])), float(preds.score[r[o]]))
-                           for o in order if preds.score[r[o]] >= min_score])
+            labels.append(top_labels(preds.score[r], preds.action[r].tolist(), label_names, top_k, min_score))
         per_kf[int(k)] = (np.asarray(boxes), labels)
     kf_video_times = np.array(sorted(per_kf), dtype=np.float64) / 1000.0 - time_offset
     kf_keys = sorted(per_kf)
@@ -256,11 +256,8 @@ def run_predict_video(args: PredictVideoArgs, echo=print) -> dict[str, Path]:
     return {"csv": csv_path, "video": mp4, "proposals": out / "proposals.csv", "config": out / "predict_video.json"}
 
 
-def _backbone_attrs(cfg: dict) -> tuple[str, dict]:
-    """The backbone group (name, attrs) the run was trained on, from its training store."""
-    from extract.store import open_store
-
-    store = open_store(cfg["train_store"])
+def _backbone_attrs(cfg: dict, store) -> tuple[str, dict]:
+    """The backbone group (name, attrs) the run was trained on, from its training store (opened)."""
     groups = cfg.get("backbones") or [g for g in store.groups if g != "base" and "actor_pooled" in store.array_info(g)]
     if len(groups) != 1:
         raise ValueError(f"run uses backbone groups {groups}; predict-video supports runs on one backbone")
@@ -296,7 +293,8 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
     from extract.store import open_store
     from pipelines.train import resolve_device
 
-    group, attrs = _backbone_attrs(cfg)
+    tstore = open_store(cfg["train_store"])
+    group, attrs = _backbone_attrs(cfg, tstore)
     if attrs.get("source") == "synthetic" or "backbone" not in attrs:
         raise ValueError(f"the run {args.run_dir} was trained on synthetic features, not on a video backbone")
     if attrs.get("random_init"):
@@ -312,7 +310,6 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
         if Path(checkpoint).name != attrs.get("checkpoint"):
             echo(f"[predict-video] WARNING: checkpoint {Path(checkpoint).name} differs from the store's "
                  f"{attrs.get('checkpoint')}")
-    tstore = open_store(cfg["train_store"])
     (tmp / "videos").mkdir(parents=True, exist_ok=True)
     video = tmp / "videos" / f"{args.video_name}{Path(args.video).suffix}"
     try:

@@ -324,7 +324,7 @@ def train(args: TrainArgs) -> dict:
     if store_label_ids(val_store) != label_ids:
         raise ValueError(f"train and val stores have different label maps: {args.train_store}, {args.val_store}")
     eval_ids = [i for i in (args.eval_label_ids or default_eval_ids(label_ids)) if i in label_ids]
-    pose_cols = torch.tensor([label_ids.index(i) for i in args.pose_ids if i in label_ids], dtype=torch.long)
+    pose_cols = losses.pose_columns(label_ids, args.pose_ids)
     gt = gt_for_eval(val_tables, label_ids)
     groups = eval_groups(val_store, label_ids)
     if train_g.num_actors == 0 or val_g.num_actors == 0:
@@ -443,20 +443,29 @@ class PredictArgs:
             raise ValueError(f"boxes must be gt, proposals or gt+proposals, got {self.boxes!r}")
 
 
+def load_run_split(run_dir, cfg: dict, path: str, boxes: str, threshold: float, device, *,
+                   bank: bool = True) -> tuple:
+    """A store loaded the way a trained run (its saved config `cfg`) reads it: its feature groups,
+    levels, object classes and, with `bank`, its bank group. The store must have the run's label
+    map. Returns (store, tables, GraphData) as `load_split`."""
+    targs = TrainArgs(train_store=path, val_store=path, head=cfg["head"], out_dir=str(run_dir),
+                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"],
+                      bank_group=cfg.get("bank_group", "") if bank else "", progress=False)
+    store, tables, g = load_split(path, targs, boxes, threshold, cfg["levels"], device,
+                                  cfg.get("num_object_classes", 0))
+    if store_label_ids(store) != cfg["label_ids"]:
+        raise ValueError(f"store {path} has another label map than the run {run_dir}")
+    return store, tables, g
+
+
 def predict(args: PredictArgs) -> Path:
     """A trained head over any store, to an AVA predictions CSV."""
     device = resolve_device(args.device)
     head, cfg = load_trained(args.run_dir, device, args.checkpoint)
-    targs = TrainArgs(train_store=args.store, val_store=args.store, head=cfg["head"], out_dir=args.run_dir,
-                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"],
-                      bank_group=cfg.get("bank_group", ""))
-    store, tables, g = load_split(args.store, targs, args.boxes, args.score_threshold, cfg["levels"], device,
-                                  cfg.get("num_object_classes", 0))
-    if store_label_ids(store) != cfg["label_ids"]:
-        raise ValueError(f"store {args.store} has another label map than the run {args.run_dir}")
+    _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device)
     rows, logits = run_head(head, g, g.query_keyframes(), cfg["temporal_radius"], args.batch_size, device,
                             amp=True, progress=True)
-    pose_cols = torch.tensor([cfg["label_ids"].index(i) for i in cfg["pose_ids"]], dtype=torch.long)
+    pose_cols = losses.pose_columns(cfg["label_ids"], cfg["pose_ids"])
     score = losses.scores(logits, cfg["loss"], pose_cols).numpy()
     ids = cfg["label_ids"]
     kf = g.actor_kf().cpu().numpy()[rows.numpy()]

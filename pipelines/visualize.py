@@ -305,7 +305,7 @@ class VisualizeArgs:
             self.video_name = Path(self.video).stem
 
 
-def _top_labels(scores: np.ndarray, ids: list[int], names: dict[int, str], k: int, min_score: float):
+def top_labels(scores: np.ndarray, ids: list[int], names: dict[int, str], k: int, min_score: float):
     order = np.argsort(-scores, kind="stable")[:k]
     return [(names.get(ids[c], str(ids[c])), float(scores[c])) for c in order if scores[c] >= min_score]
 
@@ -332,18 +332,16 @@ def from_predictions(args: VisualizeArgs) -> tuple[np.ndarray, list[list[tuple[s
         rows = np.nonzero(inv == u)[0]
         boxes.append(box[rows[0]])
         ids = pred.action[keep][rows].tolist()
-        labels.append(_top_labels(pred.score[keep][rows], ids, names, args.top_k, args.min_score))
+        labels.append(top_labels(pred.score[keep][rows], ids, names, args.top_k, args.min_score))
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), labels
 
 
 def _keyframe_batch(args: VisualizeArgs, device):
     """The trained head, its config and the HeadInput of the asked keyframe (+ temporal context)."""
-    from pipelines.train import TrainArgs, load_split, load_trained
+    from pipelines.train import load_run_split, load_trained
 
     head, cfg = load_trained(args.run_dir, device)
-    targs = TrainArgs(train_store=args.store, val_store=args.store, head=cfg["head"], out_dir=args.run_dir,
-                      backbones=cfg["backbones"], combine=cfg["combine"], head_args=cfg["head_args"])
-    store, tables, g = load_split(args.store, targs, args.boxes, args.score_threshold, cfg["levels"], device)
+    store, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device)
     if args.video_name not in g.video_names:
         raise ValueError(f"store {args.store} has no video {args.video_name!r}")
     v = g.video_names.index(args.video_name)
@@ -382,12 +380,12 @@ def run_visualize(args: VisualizeArgs) -> list[Path]:
     else:
         with torch.no_grad():
             logits = head(x)
-    pose_cols = torch.tensor([ids.index(i) for i in cfg["pose_ids"] if i in ids], dtype=torch.long)
+    pose_cols = losses.pose_columns(ids, cfg["pose_ids"])
     scores = losses.scores(logits.float().cpu(), cfg["loss"], pose_cols).numpy()  # (A, L)
     q = torch.nonzero(x.is_query.cpu()).flatten().tolist()  # actors of the asked keyframe
     qkf = int(x.actor_kf[q[0]]) if q else -1
     boxes = x.actor_box.cpu().numpy()[q]
-    labels = [_top_labels(scores[i], ids, names, args.top_k, args.min_score) for i in q]
+    labels = [top_labels(scores[i], ids, names, args.top_k, args.min_score) for i in q]
     objs = torch.nonzero(x.object_kf.cpu() == qkf).flatten().tolist()
     obj_classes = store.attrs.get("object_classes") or []
     oc = x.object_class.cpu().tolist()

@@ -1,4 +1,4 @@
-"""`cache`: inspect, check, convert and compact feature stores (logic in pipelines/cache_tools.py)."""
+"""`cache`: inspect, check, convert and compact feature stores (logic in pipelines/cache_tools.py; compaction in extract/store_compact.py)."""
 from __future__ import annotations
 
 import json
@@ -104,11 +104,11 @@ def import_cmd(h5, store, layout, split, label_map, backbone, detected):
 @click.option("--dry-run", is_flag=True, default=False, show_default=True, help="Only report what would be done.")
 def compact_cmd(store, target_mb, stale_minutes, dry_run):
     """Merge small fragments of STORE and remove leftovers. Run it when no writer is active."""
-    from pipelines.cache_tools import compact_store
+    from extract.store_compact import compact
 
     try:
-        rep = compact_store(store, target_bytes=target_mb << 20, stale_seconds=stale_minutes * 60,
-                            dry_run=dry_run, log=click.echo)
+        rep = compact(store, target_bytes=target_mb << 20, stale_seconds=stale_minutes * 60,
+                      dry_run=dry_run, log=click.echo)
     except StoreError as e:
         _fail(e)
     click.echo(json.dumps(rep))

@@ -14,12 +14,13 @@ import torch
 from torch.testing import assert_close
 
 from extract import ava_io
-from extract.actors import RowBuilder, box_iou
+from extract.actors import RowBuilder
 from extract.backbones import build_backbone
 from extract.features import ExtractArgs, run_extract, shard_videos
 from extract.roi import pool_rois
 from extract.store import StoreError, open_store
 from extract.synthetic_video import make_video_dataset
+from extract.tracking import box_iou
 from extract.video import VideoReader
 
 torch.set_num_threads(1)

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from extract.store import StoreWriter, open_store
 from extract.store_io import Location
-from pipelines.cache_tools import compact_store, export_h5, import_h5, store_info, verify_store
+from extract.store_compact import compact as compact_store
+from pipelines.cache_tools import export_h5, import_h5, store_info, verify_store
 from pipelines.commands.cache import cache_cli
 from tests.extract.store_helpers import LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, make_video, write_videos
 
