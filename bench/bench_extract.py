@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from extract.backbones import build_backbone  # noqa: E402
 from extract.features import ExtractArgs, run_extract  # noqa: E402
 from extract.roi import pool_rois  # noqa: E402
-from extract.synthetic_video import make_video_dataset  # noqa: E402
+from extract.synthetic import make_video_dataset  # noqa: E402
 from extract.video import VideoReader  # noqa: E402
 
 TINY = dict(model_depth=50, stem_dim_outs=(16, 2))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from extract import ava_io
-from extract.tracking import box_iou
+from core.boxes import box_iou
 
 
 @dataclass

@@ -15,7 +15,6 @@ key checking against the published layout; only the trunk runs at extraction tim
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -349,9 +348,3 @@ def build_backbone(name: str, **kwargs) -> VideoBackbone:
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name](**kwargs)
-
-
-def warn_random_init(name: str) -> None:
-    msg = (f"!!! backbone {name!r} has RANDOM weights (--random-init): features are meaningless; "
-           "use only for tests and the demo !!!")
-    warnings.warn(msg, stacklevel=2)

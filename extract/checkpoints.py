@@ -19,7 +19,6 @@ block of the pytorchvideo Net (I3D has a pooling block between res2 and res3).
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,11 @@ from pytorchvideo.models.net import MultiPathWayWithFuse
 from pytorchvideo.models.resnet import ResStage
 from pytorchvideo.models.stem import ResNetBasicStem
 
+from extract.errors import UserError
+from extract.safe_pickle import UnsafePickleError, load_pickle, torch_load
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -183,29 +185,28 @@ def pyslowfast_to_pytorchvideo(state: dict, net: nn.Module) -> dict[str, torch.T
 
 
 # ---------------------------------------------------------------------------- reading and loading
-def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # PySlowFast checkpoints may pickle a config object; only for files the user trusts.
-        return torch.load(path, map_location="cpu", weights_only=False)
+def read_checkpoint(path: str | Path, net: nn.Module, *,
+                    trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """Read a checkpoint file into a state dict named after `net`'s modules, and its format.
 
-
-def read_checkpoint(path: str | Path, net: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    """Read a checkpoint file into a state dict named after `net`'s modules, and its format."""
+    Files come from other people, so nothing in them may run: a Caffe2 `.pkl` (Python 2 pickle of
+    numpy blobs) goes through the restricted unpickler, a torch file through `weights_only=True`
+    with numpy arrays/scalars admitted (PySlowFast's save_checkpoint writes the epoch, the model and
+    optimizer state dicts, the GradScaler state and `cfg.dump()`, a YAML string: nothing more is
+    needed). Anything else raises `UnsafePickleError` naming the file and type, unless
+    `trust_pickle` (the user's --trust-pickle) allows plain unpickling."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         if path.suffix == ".pkl":
-            with open(path, "rb") as f:
-                obj = pickle.load(f, encoding="latin1")
-            if not isinstance(obj, dict) or "blobs" not in obj:
+            obj = load_pickle(path, trust=trust_pickle, encoding="latin1")
+            if not isinstance(obj, dict) or not isinstance(obj.get("blobs"), dict):
                 raise CheckpointError(f"{path}: a Caffe2 .pkl must hold a dict with a 'blobs' dict")
             state = caffe2_to_pyslowfast(obj["blobs"])
             return pyslowfast_to_pytorchvideo(state, net), "caffe2"
-        obj = _torch_load(path)
-    except CheckpointError:
+        obj = torch_load(path, map_location="cpu", trust=trust_pickle)
+    except (CheckpointError, UnsafePickleError):
         raise
     except Exception as e:  # corrupt file, wrong pickle protocol, ...
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
@@ -222,10 +223,12 @@ def read_checkpoint(path: str | Path, net: nn.Module) -> tuple[dict[str, torch.T
     return state, "pytorchvideo"
 
 
-def load_checkpoint(net: nn.Module, path: str | Path, *, allow_partial: bool = False) -> LoadReport:
+def load_checkpoint(net: nn.Module, path: str | Path, *, allow_partial: bool = False,
+                    trust_pickle: bool = False) -> LoadReport:
     """Load `path` into `net`. Missing/unexpected/mismatched keys raise CheckpointError unless
-    `allow_partial` (then the matching keys are loaded and the report lists the rest)."""
-    state, fmt = read_checkpoint(path, net)
+    `allow_partial` (then the matching keys are loaded and the report lists the rest).
+    `trust_pickle`: see `read_checkpoint`."""
+    state, fmt = read_checkpoint(path, net, trust_pickle=trust_pickle)
     own = net.state_dict()
     report = LoadReport(path=str(path), format=fmt)
     # BN step counters do not affect inference and Caffe2 files never have them

@@ -6,7 +6,9 @@ For each video (sorted; this rank's share under `--shard i/n` or torchrun's RANK
           committed for that video (a second backbone aligns with the first one's boxes);
   clips   decoded in background threads around each keyframe (extract.video, extract.clip_loader);
   feats   backbone maps -> RoI pooling (extract.roi) -> `actor_pooled` (+ roi, temporal, context);
-  write   StoreWriter.add_video(base) and add_video(<group>); committed videos are skipped on rerun.
+  write   StoreWriter.add_groups(video, {base, <group>}): one commit unit, so a video is done in
+          both groups or in neither; a rerun redoes every video some group lacks, writing only
+          the groups that lack it (per-video steps: extract/features_video.py).
 
 A video that cannot be read fails alone (its message names it); the run goes on and the summary
 lists it. Keyframes past the end of a video are dropped and listed in the summary.
@@ -26,11 +28,14 @@ import torch
 
 from extract import ava_io
 from extract.actors import KeyframeRows, RowBuilder, rows_from_tables
-from extract.backbones import BACKBONES, VideoBackbone, build_backbone, warn_random_init
+from extract.backbones import BACKBONES, VideoBackbone, build_backbone
+from extract.random_init import warn_random_init
 from extract.checkpoints import load_checkpoint
 from extract.clip_loader import Unit, iterate_units
-from extract.roi import LEVELS, pool_rois
-from extract.store_io import Location
+from extract.datasets import TUBE_DATASETS, tube_inputs
+from extract.datasets.tube_boxes import concat_proposals
+from extract.features_video import Detect, Pooling, finish_video, process_unit
+from extract.store import LEVELS, Location
 from extract.video import find_videos
 
 SUMMARY_KEYS = ("videos", "done", "skipped", "failed", "keyframes", "boxes", "objects", "bytes_written")
@@ -61,6 +66,7 @@ class ExtractArgs:
     checkpoint: str | None = None
     random_init: bool = False
     allow_partial_checkpoint: bool = False
+    trust_pickle: bool = False  # plain unpickling of the proposals pickle / checkpoint (extract.safe_pickle)
     res5_dilation: bool = False
     backbone_kwargs: dict = field(default_factory=dict)  # constructor overrides (tiny test configs)
     sampling_overrides: dict = field(default_factory=dict)
@@ -73,7 +79,7 @@ class ExtractArgs:
     fps: float = 30.0
     batch_size: int = 8
     num_workers: int = 2
-    device: str = "cpu"
+    device: str = "cuda"  # a GPU job; without CUDA, __post_init__ falls back to the CPU (and says so)
     amp: bool = True
     shard: str | None = None  # "i/n"
     allow_config_mismatch: bool = False
@@ -81,6 +87,9 @@ class ExtractArgs:
     seed: int = 0
     progress: bool = True
     limit_videos: int | None = None
+    frame_stride: int | None = None  # jhmdb/ucf24 (extract.datasets): keyframe every N frames; None: every annotated
+    gt_jitter: float = 0.0  # jhmdb/ucf24: jittered GT copies as proposals (extract/datasets/tube_boxes.py); 0: off
+    gt_jitter_copies: int = 1
 
     def __post_init__(self):
         self.save = tuple(s for s in (self.save.split(",") if isinstance(self.save, str) else self.save) if s)
@@ -112,12 +121,18 @@ class ExtractArgs:
             raise ValueError("batch_size and roi_resolution must be >= 1, num_workers >= 0")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.gt_jitter and (self.dataset not in TUBE_DATASETS or not 0 < self.gt_jitter < 0.5
+                               or self.gt_jitter_copies < 1):
+            raise ValueError("gt_jitter (in (0, 0.5), copies >= 1) is for --dataset jhmdb / ucf24")
         if self.group is None:
             self.group = self.backbone
         if self.group == "base":
             raise ValueError("group 'base' is reserved for the boxes")
         if self.out is None:
             self.out = str(Path("cache") / self.dataset / f"{self.split}.zarr")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            print("CUDA not available: using the CPU", file=sys.stderr)
+            self.device = "cpu"
 
 
 def parse_shard(s: str) -> tuple[int, int]:
@@ -168,44 +183,12 @@ def _base_attrs(args: ExtractArgs) -> dict:
             "person_detector": args.person_detector, "objects": args.objects,
             "objects_file": name(args.objects_file), "min_proposal_score": args.min_proposal_score,
             "transfer_labels": args.transfer_labels, "label_iou": args.label_iou, "fps": args.fps,
-            "time_offset": args.time_offset}
+            "time_offset": args.time_offset,
+            **({"gt_jitter": args.gt_jitter, "gt_jitter_copies": args.gt_jitter_copies, "gt_jitter_seed": args.seed}
+               if args.gt_jitter else {})}
 
 
-class _Detect:
-    """Person / object detectors on keyframe frames (only when named; `precomputed`/`none` read files)."""
-
-    def __init__(self, args: ExtractArgs, device):
-        self.person = self.objects = None
-        if args.person_detector != "precomputed" or args.objects not in ("none", "precomputed"):
-            from extract.detectors import build_object_detector, build_person_detector
-            if args.person_detector != "precomputed":
-                self.person = build_person_detector(args.person_detector, **args.person_detector_kwargs)
-            if args.objects not in ("none", "precomputed"):
-                self.objects = build_object_detector(args.objects, **args.object_detector_kwargs)
-        self.device = device
-
-    def run(self, clips: np.ndarray, keys: list[tuple[str, float]]):
-        """Keyframe frames = the middle frame of each clip (sample index T/2 is the keyframe)."""
-        mid = clips[:, clips.shape[1] // 2]  # (B, H, W, 3)
-        frames = torch.from_numpy(mid).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        people = objs = None
-        with torch.no_grad():
-            if self.person is not None:
-                people = [(d.box.cpu().numpy().astype(np.float32), d.score.cpu().numpy().astype(np.float32))
-                          for d in self.person(frames, keys=keys)]
-            if self.objects is not None:
-                objs = []
-                for d in self.objects(frames, keys=keys):
-                    o = {"object_box": d.box.cpu().numpy().astype(np.float32),
-                         "object_class": d.class_id.cpu().numpy().astype(np.int64),
-                         "object_score": d.score.cpu().numpy().astype(np.float32)}
-                    if getattr(self.objects, "feature_dim", 0):
-                        o["object_feature"] = d.feature.cpu().numpy().astype(np.float32)
-                    objs.append(o)
-        return people, objs
-
-
-def _object_classes(args: ExtractArgs, detect: "_Detect") -> list[str] | None:
+def _object_classes(args: ExtractArgs, detect: Detect) -> list[str] | None:
     """Object class names for the store: the detector's, or --object-classes for precomputed objects."""
     if detect.objects is not None:
         return list(getattr(detect.objects, "class_names", []) or []) or None
@@ -223,9 +206,18 @@ def run_extract(args: ExtractArgs) -> dict:
     torch.manual_seed(args.seed)
     rank, world = resolve_rank(args.shard)
     device = _device(args)
-    label_map = ava_io.read_label_map(args.label_map)
-    ann = ava_io.read_annotations(args.annotations, label_map) if args.annotations else None
-    props = ava_io.read_proposals(args.proposals) if args.proposals else None
+    tubes = None
+    if args.dataset in TUBE_DATASETS:  # JHMDB-21 / UCF101-24: label map, GT rows and videos from the GT pickle
+        tubes = tube_inputs(args.dataset, args.annotations, args.split, args.videos, fps=args.fps,
+                            frame_stride=args.frame_stride, trust=args.trust_pickle, gt_jitter=args.gt_jitter,
+                            gt_jitter_copies=args.gt_jitter_copies, seed=args.seed)
+        label_map, ann = tubes.label_map, tubes.annotations
+    else:
+        label_map = ava_io.read_label_map(args.label_map)
+        ann = ava_io.read_annotations(args.annotations, label_map) if args.annotations else None
+    props = ava_io.read_proposals(args.proposals, trust_pickle=args.trust_pickle) if args.proposals else None
+    if tubes is not None and tubes.proposals is not None:  # jittered GT copies after the file's proposals
+        props = concat_proposals(props, tubes.proposals)
     objs = ava_io.read_objects(args.objects_file) if args.objects == "precomputed" else None
     rows = RowBuilder(label_ids=label_map.ids, annotations=ann, proposals=props, objects=objs,
                       min_proposal_score=args.min_proposal_score, transfer_labels=args.transfer_labels,
@@ -235,125 +227,136 @@ def run_extract(args: ExtractArgs) -> dict:
                         sampling_overrides=args.sampling_overrides or None, **args.backbone_kwargs)
     ckpt_format = None
     if args.random_init:
-        warn_random_init(args.backbone)
+        warn_random_init(f"backbone {args.backbone!r}", stacklevel=1)
         print(f"WARNING: backbone {args.backbone} is RANDOMLY INITIALISED (--random-init); the features "
               "are for tests and the demo only", file=sys.stderr)
     else:
-        report = load_checkpoint(bb.net, args.checkpoint, allow_partial=args.allow_partial_checkpoint)
+        report = load_checkpoint(bb.net, args.checkpoint, allow_partial=args.allow_partial_checkpoint,
+                                 trust_pickle=args.trust_pickle)
         ckpt_format = report.format
         if not report.complete:
             print(f"WARNING: partial checkpoint load: {report.describe()}", file=sys.stderr)
     bb = bb.to(device).eval()
     s = bb.sampling
 
-    available = find_videos(args.videos, kinetics_names=args.kinetics_names)
+    available = tubes.videos if tubes is not None else find_videos(args.videos, kinetics_names=args.kinetics_names)
     wanted = sorted(rows.videos()) if args.person_detector == "precomputed" else sorted(available)
     mine = shard_videos(wanted, rank, world)
     if args.limit_videos is not None:
         mine = mine[: args.limit_videos]
 
-    detect = _Detect(args, device)
+    detect = Detect(args.person_detector, args.person_detector_kwargs, args.objects, args.object_detector_kwargs,
+                    device)
     writer = StoreWriter(args.out, split=args.split, label_ids=label_map.ids, label_names=label_map.names,
                          object_classes=_object_classes(args, detect), rank=rank, flush_bytes=args.flush_mb << 20)
-    group = args.group
-    writer.declare_group(group, _group_attrs(args, bb, ckpt_format), allow_mismatch=args.allow_config_mismatch)
-    done_group, done_base = writer.done(group), writer.done("base")
-    todo = [v for v in mine if v not in done_group]
-    summary = {"videos": len(mine), "done": 0, "skipped": len(mine) - len(todo), "failed": [],
-               "missing_videos": [], "keyframes": 0, "boxes": 0, "objects": 0, "keyframes_past_end": [],
-               "bytes_written": 0, "store": args.out, "group": group, "rank": rank, "world": world,
-               "random_init": bool(args.random_init)}
-    if any(v not in done_base for v in todo):
-        writer.declare_group("base", _base_attrs(args), allow_mismatch=args.allow_config_mismatch)
-    stored_base = None
-    if any(v in done_base for v in todo):
-        stored_base = open_store(args.out).load(select={"base": None})
+    try:  # the rank lock must not outlive a failed run (in-process callers, tests)
+        group = args.group
+        writer.declare_group(group, _group_attrs(args, bb, ckpt_format), allow_mismatch=args.allow_config_mismatch)
+        done_group, done_base = writer.done(group), writer.done("base")
+        # A video is done only when every group this job writes holds it (base and the backbone group
+        # are committed as one unit; a store of an older stagecache may hold either alone).
+        todo = [v for v in mine if v not in done_group or v not in done_base]
+        summary = {"videos": len(mine), "done": 0, "skipped": len(mine) - len(todo), "failed": [],
+                   "missing_videos": [], "keyframes": 0, "boxes": 0, "objects": 0, "keyframes_past_end": [],
+                   "bytes_written": 0, "store": args.out, "group": group, "rank": rank, "world": world,
+                   "random_init": bool(args.random_init)}
+        if any(v not in done_base for v in todo):
+            writer.declare_group("base", _base_attrs(args), allow_mismatch=args.allow_config_mismatch)
+        stored_base = None
+        if any(v in done_base for v in todo):
+            stored_base = open_store(args.out).load(select={"base": None})
 
-    # rows per video (known up front unless a person / object detector runs per keyframe)
-    plan: dict[str, KeyframeRows | None] = {}
-    keys_of: dict[str, list[int]] = {}
-    stamps_of: dict[str, dict] = {}  # detector videos: keyframe key -> timestamp
-    for v in list(todo):
-        if v not in available:
-            summary["missing_videos"].append(v)
-            summary["failed"].append({"video": v, "error": f"video {v!r} not found under {args.videos}"})
-            todo.remove(v)
-            continue
-        if v in done_base:
-            plan[v] = rows_from_tables(stored_base, v)
-            keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
-        elif detect.person is None and detect.objects is None:
-            plan[v] = rows.build(v)
-            keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
-        else:
-            stamps_of[v] = rows.timestamps(v)
-            keys_of[v] = sorted(stamps_of[v])
-            plan[v] = None
-    n_kf = sum(len(k) for k in keys_of.values())
-    known = [r for r in plan.values() if r is not None]
-    a_per = float(np.mean([r.actor_counts.mean() for r in known if len(r.actor_counts)] or [10.0]))
-    o_per = float(np.mean([r.object_counts.mean() for r in known if len(r.object_counts)] or [0.0]))
-    levels_shape = _level_shapes(args, bb)
-    est = estimate_bytes(n_kf, a_per, o_per, num_labels=len(label_map.ids), pooled_dim=bb.out_channels,
-                         include_base=any(v not in done_base for v in todo), **levels_shape)
-    print(f"extract features: rank {rank}/{world}, {len(todo)} videos to do ({summary['skipped']} already "
-          f"committed), {n_kf} keyframes, ~{a_per:.1f} boxes/keyframe; estimated size {format_bytes(est)} "
-          f"(uncompressed) -> {args.out} [{group}]", file=sys.stderr)
-
-    bytes_before = _dir_bytes(args.out) if Path(args.out).exists() else 0
-    offsets = {v: (available[v][1] if available[v][1] is not None else
-                   (args.time_offset if args.time_offset is not None else
-                    (900.0 if available[v][0].is_dir() else 0.0))) for v in todo}
-
-    def units():
-        for v in todo:
-            if plan[v] is not None:
-                ts = plan[v].timestamps
-            else:
-                ts = np.array([stamps_of[v][k] for k in keys_of[v]], np.float64)
-            for i in range(0, len(ts), args.batch_size):
-                idx = np.arange(i, min(i + args.batch_size, len(ts)))
-                yield Unit(v, available[v][0], offsets[v], ts[idx], idx, last=idx[-1] == len(ts) - 1)
-
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=n_kf, unit="clip", disable=not args.progress, dynamic_ncols=True,
-                   desc=f"{group} r{rank}")
-    except ImportError:  # pragma: no cover
-        bar = None
-    state: dict[str, dict] = {}
-    n_clips, t_model = 0, 0.0
-    read_kw = dict(num_frames=s.read_frames, rate=s.read_rate, fps=args.fps, short_side=s.short_side,
-                   square=s.square)
-    autocast = device.type == "cuda" and args.amp
-    t_loop = time.perf_counter()
-    for res in iterate_units(units(), num_workers=args.num_workers, **read_kw):
-        v, u = res.unit.video, res.unit
-        st = state.setdefault(v, {"inside": [], "feats": [], "people": {}, "objs": {}, "failed": None,
-                                   "channels": bb.out_channels, "frames": s.frames})
-        if bar is not None:
-            bar.update(len(u.timestamps))
-        if st["failed"] is None and res.error is not None:
-            st["failed"] = res.error
-        if st["failed"] is None:
-            try:
-                t0 = time.perf_counter()
-                _process_unit(res, st, plan[v], keys_of[v], rows, bb, detect, args, device, autocast)
-                t_model += time.perf_counter() - t0
-                n_clips += int(res.inside.sum())
-            except Exception as e:  # a bad video must not stop the run
-                st["failed"] = f"video {v}: {type(e).__name__}: {e}"
-        if bar is not None and t_model > 0:
-            bar.set_postfix(clips_per_s=f"{bar.n / max(bar.format_dict['elapsed'], 1e-9):.1f}")
-        if u.last:
-            st = state.pop(v)
-            if st["failed"] is not None:
-                print(f"FAILED: {st['failed']}", file=sys.stderr)
-                summary["failed"].append({"video": v, "error": st["failed"]})
+        # rows per video (known up front unless a person / object detector runs per keyframe)
+        plan: dict[str, KeyframeRows | None] = {}
+        keys_of: dict[str, list[int]] = {}
+        stamps_of: dict[str, dict] = {}  # detector videos: keyframe key -> timestamp
+        for v in list(todo):
+            if v not in available:
+                summary["missing_videos"].append(v)
+                summary["failed"].append({"video": v, "error": f"video {v!r} not found under {args.videos}"})
+                todo.remove(v)
                 continue
-            _finish_video(v, st, plan[v], keys_of[v], rows, writer, group, done_base, summary, args)
-    if bar is not None:
-        bar.close()
+            if v in done_base:
+                plan[v] = rows_from_tables(stored_base, v)
+                keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
+            elif detect.person is None and detect.objects is None:
+                plan[v] = rows.build(v)
+                keys_of[v] = [ava_io.timestamp_key(t) for t in plan[v].timestamps]
+            else:
+                stamps_of[v] = rows.timestamps(v)
+                keys_of[v] = sorted(stamps_of[v])
+                plan[v] = None
+        n_kf = sum(len(k) for k in keys_of.values())
+        known = [r for r in plan.values() if r is not None]
+        a_per = float(np.mean([r.actor_counts.mean() for r in known if len(r.actor_counts)] or [10.0]))
+        o_per = float(np.mean([r.object_counts.mean() for r in known if len(r.object_counts)] or [0.0]))
+        levels_shape = _level_shapes(args, bb)
+        est = estimate_bytes(n_kf, a_per, o_per, num_labels=len(label_map.ids), pooled_dim=bb.out_channels,
+                             include_base=any(v not in done_base for v in todo), **levels_shape)
+        print(f"extract features: rank {rank}/{world}, {len(todo)} videos to do ({summary['skipped']} already "
+              f"committed), {n_kf} keyframes, ~{a_per:.1f} boxes/keyframe; estimated size {format_bytes(est)} "
+              f"(uncompressed) -> {args.out} [{group}]", file=sys.stderr)
+
+        bytes_before = _dir_bytes(args.out) if Path(args.out).exists() else 0
+        offsets = {v: (available[v][1] if available[v][1] is not None else
+                       (args.time_offset if args.time_offset is not None else
+                        (900.0 if available[v][0].is_dir() else 0.0))) for v in todo}
+
+        def units():
+            for v in todo:
+                if plan[v] is not None:
+                    ts = plan[v].timestamps
+                else:
+                    ts = np.array([stamps_of[v][k] for k in keys_of[v]], np.float64)
+                for i in range(0, len(ts), args.batch_size):
+                    idx = np.arange(i, min(i + args.batch_size, len(ts)))
+                    yield Unit(v, available[v][0], offsets[v], ts[idx], idx, last=idx[-1] == len(ts) - 1)
+
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=n_kf, unit="clip", disable=not args.progress, dynamic_ncols=True,
+                       desc=f"{group} r{rank}")
+        except ImportError:  # pragma: no cover
+            bar = None
+        state: dict[str, dict] = {}
+        n_clips, t_model = 0, 0.0
+        read_kw = dict(num_frames=s.read_frames, rate=s.read_rate, fps=args.fps, short_side=s.short_side,
+                       square=s.square)
+        autocast = device.type == "cuda" and args.amp
+        pooling = Pooling(levels=tuple(args.save), resolution=args.roi_resolution, aligned=args.roi_aligned,
+                          context_grid=args.context_grid)
+        t_loop = time.perf_counter()
+        for res in iterate_units(units(), num_workers=args.num_workers, **read_kw):
+            v, u = res.unit.video, res.unit
+            st = state.setdefault(v, {"inside": [], "feats": [], "people": {}, "objs": {}, "failed": None,
+                                       "channels": bb.out_channels, "frames": s.frames,
+                                       "context_shape": levels_shape.get("context_shape", (0, 0, 0))})
+            if bar is not None:
+                bar.update(len(u.timestamps))
+            if st["failed"] is None and res.error is not None:
+                st["failed"] = res.error
+            if st["failed"] is None:
+                try:
+                    t0 = time.perf_counter()
+                    process_unit(res, st, plan[v], keys_of[v], rows, bb, detect, pooling, device, autocast)
+                    t_model += time.perf_counter() - t0
+                    n_clips += int(res.inside.sum())
+                except Exception as e:  # a bad video must not stop the run
+                    st["failed"] = f"video {v}: {type(e).__name__}: {e}"
+            if bar is not None and t_model > 0:
+                bar.set_postfix(clips_per_s=f"{bar.n / max(bar.format_dict['elapsed'], 1e-9):.1f}")
+            if u.last:
+                st = state.pop(v)
+                if st["failed"] is not None:
+                    print(f"FAILED: {st['failed']}", file=sys.stderr)
+                    summary["failed"].append({"video": v, "error": st["failed"]})
+                    continue
+                finish_video(v, st, plan[v], keys_of[v], rows, writer, group, done_base, done_group, summary, pooling)
+        if bar is not None:
+            bar.close()
+    except BaseException:
+        writer.close_quietly()
+        raise
     writer.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -384,94 +387,6 @@ def _level_shapes(args: ExtractArgs, bb: VideoBackbone) -> dict:
             g_hw = (g, g)
         out["context_shape"] = (c, *g_hw)
     return out
-
-
-def _process_unit(res, st, rows_v: KeyframeRows | None, keys_v, rows: RowBuilder, bb, detect, args, device,
-                  autocast):
-    u = res.unit
-    inside = res.inside
-    st["inside"].append(inside)
-    if not inside.any():
-        return
-    pos = u.index[inside]  # keyframe positions in the video
-    clips = res.clips
-    if rows_v is None:  # detectors on the keyframe frames
-        keys = [(u.video, float(t)) for t in u.timestamps[inside]]
-        people, objs = detect.run(clips, keys)
-        boxes = []
-        for j, p in enumerate(pos):
-            k = keys_v[p]
-            if people is not None:
-                st["people"][k] = people[j]
-            if objs is not None:
-                st["objs"][k] = objs[j]
-            # the same rows RowBuilder.build makes at the end of the video: GT first, then people
-            dets = people[j] if people is not None else rows.proposal_rows(u.video, k)
-            boxes.append(rows.actors_from_detections(*rows.gt_rows(u.video, k), *dets)["actor_box"])
-    else:
-        if "slices" not in st:  # once per video, not once per unit
-            st["slices"] = rows_v.actor_slices()
-        boxes = [rows_v.arrays["actor_box"][st["slices"][p]] for p in pos]
-    need = np.array([len(b) > 0 for b in boxes]) | ("context" in args.save)
-    feats = {"pos": pos}
-    if need.any():
-        x = torch.from_numpy(clips[need]).to(device, non_blocking=True)
-        with torch.no_grad(), torch.autocast(device.type, enabled=autocast):
-            maps = bb(bb.pack(x))
-        kept = [b for b, n in zip(boxes, need) if n]
-        bidx = np.concatenate([np.full(len(b), j) for j, b in enumerate(kept)] or [np.zeros(0, int)])
-        allb = np.concatenate(kept or [np.zeros((0, 4), np.float32)])
-        with torch.no_grad():
-            out = pool_rois(maps, torch.from_numpy(allb.astype(np.float32)).to(device),
-                            torch.from_numpy(bidx.astype(np.int64)).to(device),
-                            input_size=tuple(x.shape[2:4]), stride=bb.stride,
-                            resolution=args.roi_resolution, aligned=args.roi_aligned,
-                            levels=tuple(args.save), context_grid=args.context_grid)
-        feats.update({k: t.float().cpu().numpy() for k, t in out.items()})
-    feats["need"] = need
-    st["feats"].append(feats)
-
-
-def _finish_video(v, st, rows_v, keys_v, rows: RowBuilder, writer, group, done_base, summary, args):
-    inside = np.concatenate(st["inside"]) if st["inside"] else np.zeros(0, bool)
-    if rows_v is None:
-        rows_v = rows.build(v, detections=st["people"] or None, objects=st["objs"] or None, keys=keys_v)
-    if (~inside).any():
-        past = [float(t) for t in rows_v.timestamps[~inside]]
-        summary["keyframes_past_end"].append({"video": v, "timestamps": past})
-        print(f"WARNING: video {v}: {len(past)} keyframe(s) outside the video, dropped: {past[:5]}"
-              f"{' ...' if len(past) > 5 else ''}", file=sys.stderr)
-        rows_v = rows_v.select(inside)
-    n_a = int(rows_v.actor_counts.sum())
-    pooled, extra = [], {lvl: [] for lvl in args.save}
-    # features come in keyframe order (units are in order; within a unit boxes are in row order)
-    for f in st["feats"]:
-        if "pooled" in f:
-            pooled.append(f["pooled"])
-            for lvl in args.save:
-                extra[lvl].append(f[lvl])
-    if not pooled:  # no keyframe of this video has a box: empty arrays of the right widths
-        c, r, t = st["channels"], args.roi_resolution, st["frames"]
-        pooled = [np.zeros((0, c), np.float32)]
-        extra = {"roi": [np.zeros((0, c, r, r), np.float32)], "temporal": [np.zeros((0, t, c), np.float32)]}
-    arrays = {"actor_pooled": np.concatenate(pooled).astype(np.float16)}
-    if arrays["actor_pooled"].shape[0] != n_a:
-        raise RuntimeError(f"video {v}: {arrays['actor_pooled'].shape[0]} pooled rows for {n_a} actors")
-    if "roi" in args.save:
-        arrays["actor_roi"] = np.concatenate(extra["roi"]).astype(np.float16)
-    if "temporal" in args.save:
-        arrays["actor_temporal"] = np.concatenate(extra["temporal"]).astype(np.float16)
-    if "context" in args.save:
-        arrays["kf_context"] = np.concatenate(extra["context"]).astype(np.float16)
-    if v not in done_base:
-        writer.add_video("base", v, timestamps=rows_v.timestamps, actor_counts=rows_v.actor_counts,
-                         object_counts=rows_v.object_counts, arrays=rows_v.arrays)
-    writer.add_video(group, v, timestamps=rows_v.timestamps, actor_counts=rows_v.actor_counts,
-                     object_counts=rows_v.object_counts, arrays=arrays)
-    summary["done"] += 1
-    summary["keyframes"] += len(rows_v.timestamps)
-    summary["boxes"] += n_a
-    summary["objects"] += int(rows_v.object_counts.sum())
 
 
 def _save_config(args: ExtractArgs, summary: dict, rank: int) -> None:

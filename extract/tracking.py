@@ -17,22 +17,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["track_boxes", "write_tracks", "box_iou"]
+from core.boxes import box_iou
+from core.timekeys import TIME_EPS
 
-TIME_EPS = 1e-3
-
-
-def box_iou(a: np.ndarray, b: np.ndarray, *, dtype=np.float64) -> np.ndarray:
-    """(N, 4), (M, 4) x1y1x2y2 -> (N, M) IoU, computed in `dtype` (float64 unless asked)."""
-    a = np.asarray(a, dtype=dtype).reshape(-1, 4)
-    b = np.asarray(b, dtype=dtype).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+__all__ = ["track_boxes", "write_tracks"]
 
 
 def _numpy(x) -> np.ndarray:

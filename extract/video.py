@@ -16,6 +16,8 @@ frame whose timestamp is <= the sample time) is used, so a 30 fps file and its f
 
 from __future__ import annotations
 
+from extract.errors import UserError
+
 import math
 import re
 from pathlib import Path
@@ -29,7 +31,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".m
 _EPS = 1e-4
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(UserError, RuntimeError):
     """A video cannot be read; the message names the file."""
 
 
@@ -159,17 +161,23 @@ class VideoReader:
 
 
 class FrameFolderReader:
-    """PySlowFast frame folder `<dir>/<video>_%06d.jpg`, 1-based numbering, frame k at (k-1)/fps."""
+    """PySlowFast frame folder `<dir>/<video>_%06d.jpg`, or JHMDB / UCF101-24 `<dir>/%05d.png|jpg`
+    (extract.datasets); 1-based numbering, frame k at (k-1)/fps."""
 
     def __init__(self, path: str | Path, *, short_side: int | None = None, square: bool = False,
                  fps: float = 30.0, time_offset: float = 900.0, **_):
         self.path = str(path)
         self.fps, self.time_offset = fps, time_offset
         d = Path(path)
+        self._name = d.name + "_{:06d}.jpg"
         pattern = re.compile(re.escape(d.name) + r"_(\d{6})\.jpg$")
         nums = sorted(int(m.group(1)) for f in d.iterdir() if (m := pattern.match(f.name)))
+        for ext in (".png", ".jpg") if not nums else ():
+            pattern, self._name = re.compile(r"(\d{5})" + re.escape(ext) + "$"), "{:05d}" + ext
+            if nums := sorted(int(m.group(1)) for f in d.iterdir() if (m := pattern.match(f.name))):
+                break
         if not nums:
-            raise VideoReadError(f"frame folder {d} has no {d.name}_%06d.jpg frames")
+            raise VideoReadError(f"frame folder {d} has no {d.name}_%06d.jpg (or %05d.png / %05d.jpg) frames")
         if nums[0] != 1 or nums[-1] != len(nums):
             raise VideoReadError(f"frame folder {d} is not numbered 1..N without gaps")
         self._dir, self.num_frames = d, len(nums)
@@ -179,7 +187,7 @@ class FrameFolderReader:
         self.size = output_size(first.shape[0], first.shape[1], short_side, square)
 
     def _load(self, i: int) -> np.ndarray:
-        f = self._dir / f"{self._dir.name}_{i + 1:06d}.jpg"
+        f = self._dir / self._name.format(i + 1)
         try:
             with av.open(str(f)) as c:
                 return next(c.decode(video=0)).to_ndarray(format="rgb24")

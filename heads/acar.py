@@ -53,17 +53,22 @@ from torch import Tensor, nn
 from .acrn import location_channels, num_location_channels
 from .batch import HeadInput
 from .common import SPATIAL_POOLS, check_pool, masked_softmax, window_mask
+from .protocol import Attention, HeadBase
 
 
-def spatial_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+def spatial_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor,
+                      record: list[Tensor] | None = None) -> Tensor:
     """Attention computed separately at every spatial location.
 
     q (N, d, H, W), k/v (M, d, H, W), mask (N, M) -> (N, d, H, W):
     out^i_xy = sum_j softmax_j(<q^i_xy, k^j_xy> / sqrt(d)) v^j_xy over j with mask[i, j].
+    `record`, when given, receives the weights Att (H, W, N, M) (detached).
     """
     d = q.shape[1]
     att = torch.einsum("nchw,mchw->hwnm", q, k) / math.sqrt(d)  # (H, W, N, M)
     att = masked_softmax(att, mask[None, None])
+    if record is not None:
+        record.append(att.detach())
     return torch.einsum("hwnm,mchw->nchw", att, v)
 
 
@@ -80,9 +85,10 @@ class HR2OBlock(nn.Module):
         self.out = nn.Conv2d(dim, dim, kernel_size, padding=p)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, f: Tensor, mem: Tensor, mask: Tensor) -> Tensor:
-        """f (N, d, H, W) queries, mem (M, d, H, W) keys/values, mask (N, M) -> (N, d, H, W)."""
-        h = spatial_attention(self.q(f), self.k(mem), self.v(mem), mask)
+    def forward(self, f: Tensor, mem: Tensor, mask: Tensor, record: list[Tensor] | None = None) -> Tensor:
+        """f (N, d, H, W) queries, mem (M, d, H, W) keys/values, mask (N, M) -> (N, d, H, W);
+        `record` receives the attention weights (see spatial_attention)."""
+        h = spatial_attention(self.q(f), self.k(mem), self.v(mem), mask, record)
         h = self.dropout(self.out(F.relu(self.norm(h))))
         # An actor with no key (e.g. an empty bank window) receives no message.
         return f + h * mask.any(dim=1).to(h.dtype)[:, None, None, None]
@@ -116,8 +122,9 @@ class RelationNetworkHR2O(nn.Module):
         return out
 
 
-class ACARHead(nn.Module):
+class ACARHead(HeadBase):
     requires: frozenset[str] = frozenset({"context"})
+    has_first_order_maps = True
 
     def __init__(self, actor_dim: int, object_dim: int, num_classes: int, *,
                  context_dim: int | None = None, reduce_dim: int = 1024, hidden_dim: int = 512,
@@ -191,6 +198,17 @@ class ACARHead(nn.Module):
         return F.relu(self.conv2(F.relu(f)))
 
     def forward(self, x: HeadInput) -> Tensor:
+        return self._forward(x, None)
+
+    def forward_with_attention(self, x: HeadInput) -> tuple[Tensor, Attention | None]:
+        """(logits, Attention "spatial": Att (H, W, A, M) of every HR²O block); None with hr2o="rn"."""
+        if self.hr2o_kind != "nl":
+            return self(x), None
+        maps: list[Tensor] = []
+        logits = self._forward(x, maps)
+        return logits, Attention("spatial", maps)
+
+    def _forward(self, x: HeadInput, record: list[Tensor] | None) -> Tensor:
         a, ctx = self._reduced(x)
         f = self._first_order(a, ctx, x.actor_kf, x.actor_box)  # (A, d, H, W)
         if self.hr2o_kind == "rn":
@@ -207,10 +225,10 @@ class ACARHead(nn.Module):
             mask = window_mask(x.kf_video, x.kf_time, x.actor_kf, mem_kf.long(), self.bank_window / 2)
             mem = mem.to(f.dtype)
             for block in self.blocks:
-                f = block(f, mem, mask)
+                f = block(f, mem, mask, record)
         else:
             mask = x.actor_kf[:, None] == x.actor_kf[None, :]  # HR²O: actors of the same keyframe
             for block in self.blocks:
-                f = block(f, f, mask)
+                f = block(f, f, mask, record)
         pooled = SPATIAL_POOLS[self.pool](f)  # (A, d)
         return self.classifier(self.dropout(torch.cat((x.actor_feat, pooled), dim=1)))

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from .batch import HeadInput
 from .common import SPATIAL_POOLS, check_pool
+from .protocol import HeadBase
 
 NUM_LOC_CHANNELS = 7  # box (4) + cell coordinates (2) + rasterised box (1)
 NUM_REL_CHANNELS = 3  # cell centre minus box centre (dx, dy) + its length
@@ -119,7 +120,7 @@ class ActorContextRelation(nn.Module):
         return F.relu(self.actor_proj(a)[:, :, None, None] + ctx[actor_kf] + loc)
 
 
-class ACRNHead(nn.Module):
+class ACRNHead(HeadBase):
     temporal_radius: float = 0.0
     requires: frozenset[str] = frozenset({"context"})
 

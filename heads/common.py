@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Timestamps are float seconds; a neighbour exactly at the window edge must be in.
-TIME_EPS = 1e-3
+from core.timekeys import TIME_EPS  # a neighbour exactly at the window edge must be in
 
 
 def same_keyframe_mask(q_kf: Tensor, k_kf: Tensor) -> Tensor:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Timestamps are float seconds rounded to milliseconds in the store; anything closer is "equal".
-TIME_EPS = 1e-3
+from core.timekeys import TIME_EPS  # store timestamps are milliseconds; anything closer is "equal"
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -65,6 +64,9 @@ class BlockGraph:
     pair_src: Tensor  # (P,) long: keyframe of the sending nodes (columns)
     mask: Tensor  # (P, n_max, n_max) bool: edge row i <- column j exists
     self_loop: Tensor  # (P, n_max, n_max) bool: the entry is a node's edge to itself
+    # (K, S) long: the pairs of each target keyframe (S: most pairs of any target), padded with P,
+    # the index of an all-zero block; lets aggregation run one matmul per target keyframe.
+    pair_table: Tensor | None = None
 
     def to_padded(self, x: Tensor) -> Tensor:
         """(N, *rest) -> (K, n_max, *rest), zeros in empty slots (differentiable)."""
@@ -119,7 +121,21 @@ def build_block_graph(
         if not object_object:
             mask = mask & ~(is_object[pair_tgt][:, :, None] & is_object[pair_src][:, None, :])
         mask = mask | self_loop
-    return BlockGraph(num_kf, n_max, node_index, pair_tgt, pair_src, mask, self_loop)
+    return BlockGraph(num_kf, n_max, node_index, pair_tgt, pair_src, mask, self_loop,
+                      pair_table(pair_tgt, num_kf))
+
+
+def pair_table(pair_tgt: Tensor, num_kf: int) -> Tensor:
+    """(K, S) pair ids grouped by target keyframe, padded with P (see BlockGraph.pair_table)."""
+    p = pair_tgt.shape[0]
+    per_tgt = torch.bincount(pair_tgt, minlength=num_kf)  # (K,)
+    s_max = int(per_tgt.max()) if p else 0
+    order = torch.argsort(pair_tgt, stable=True)
+    first = torch.cumsum(per_tgt, 0) - per_tgt
+    pos = torch.arange(p, device=pair_tgt.device) - first[pair_tgt[order]]
+    table = torch.full((num_kf, s_max), p, dtype=torch.long, device=pair_tgt.device)
+    table[pair_tgt[order], pos] = order
+    return table
 
 
 def blocked_softmax(logits: Tensor, mask: Tensor, pair_tgt: Tensor, num_kf: int) -> Tensor:
@@ -144,8 +160,18 @@ def blocked_softmax(logits: Tensor, mask: Tensor, pair_tgt: Tensor, num_kf: int)
 
 
 def blocked_aggregate(weights: Tensor, values_padded: Tensor, graph: BlockGraph) -> Tensor:
-    """sum_j W_ij v_j per target node: weights (P, H, R, C), values (K, H, n_max, F) -> (K, H, n_max, F)."""
-    v = values_padded[graph.pair_src]  # (P, H, n_max, F)
-    msg = torch.matmul(weights.to(v.dtype), v)  # (P, H, n_max, F)
-    out = msg.new_zeros((graph.num_kf,) + tuple(msg.shape[1:]))
-    return out.index_add(0, graph.pair_tgt, msg)
+    """sum_j W_ij v_j per target node: weights (P, H, R, C), values (K, H, n_max, F) -> (K, H, n_max, F).
+
+    The blocks of each target keyframe are laid side by side (its S source keyframes' nodes as one
+    row of S * n_max columns), so the sum over sources is one matmul per target keyframe and head:
+    matrices S times wider than per-pair blocks (better matmul efficiency) and no scatter-add.
+    Missing pairs are all-zero blocks."""
+    table = graph.pair_table if graph.pair_table is not None else pair_table(graph.pair_tgt, graph.num_kf)
+    k, s = table.shape
+    p, h, r, c = weights.shape
+    f = values_padded.shape[-1]
+    w = torch.cat((weights, weights.new_zeros((1, h, r, c))))[table]  # (K, S, H, R, C)
+    w = w.permute(0, 2, 3, 1, 4).reshape(k, h, r, s * c)  # (K, H, R, S*C)
+    src = torch.cat((graph.pair_src, graph.pair_src.new_zeros(1)))[table]  # (K, S); padding -> any kf, weight 0
+    v = values_padded[src].permute(0, 2, 1, 3, 4).reshape(k, h, s * c, f)  # (K, H, S*C, F)
+    return torch.matmul(w.to(v.dtype), v)

@@ -27,13 +27,13 @@ over them (averaging raw angles would wrap around) and the interference indicato
 Fusion (Sec. 3.4): f_fuse = f_mem + W f_idt (W matches the widths), then two layers (Linear, ReLU,
 dropout, Linear) give the logits.
 
-Auxiliary losses (Eq. 4-8), weighted by `lambda_aux` (0.5), are computed in `forward` and
-returned by `aux_loss()` for the training loop to add (0 without DAM). They use query actors only:
+Auxiliary losses (Eq. 4-8), weighted by `lambda_aux` (0.5), are returned with the logits by
+`forward_with_aux(x, labels)` (the `heads.protocol` capability) for the training loop to add (0
+without DAM); plain `forward` does not compute them. They use query actors only:
   relaxed BCE on f_sem's logits, E(y_ic) = max_j IoU(b_i, b_j) y_jc over the keyframe's actors;
-  BCE on f_idt's logits; both need labels in x.extras["labels"] (A, num_classes) multi-hot (all
-  actors of the keyframe; zeros where unknown) and are skipped without it; the optional
-  x.extras["aux_class_mask"] (num_classes,) bool selects the classes they use (the paper drops
-  the pose classes);
+  BCE on f_idt's logits; both need `labels` (A, num_classes) multi-hot (all actors of the
+  keyframe; zeros where unknown) and are skipped when it is None; the optional `class_mask`
+  (num_classes,) bool selects the classes they use (the paper drops the pose classes);
   spatial priors: L_idt = mean_xy (1 - p)(w_IA - 1)^2 on the identity map before its product with
   w_sem, and the ranking loss L_sem = max(0, gamma - mean_xy(p w_sem - (1 - p) w_sem)), gamma 0.1
   (the margin given in Sec. 3.3; Sec. 4.1 says 1).
@@ -51,8 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.boxes import box_iou_torch
+from core.timekeys import TIME_EPS
+
 from .batch import HeadInput, box_centres
-from .common import NonLocalBlock, TIME_EPS, keyframes_with
+from .common import NonLocalBlock, keyframes_with
+from .protocol import HeadBase
 
 
 def ordered_neighbours(track: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,16 +93,6 @@ class OrderedTemporalAggregator(nn.Module):
         msg = self.w_prev(hp) * (prev >= 0)[:, None] + self.w_next(hn) * (nxt >= 0)[:, None]
         has = ((prev >= 0) | (nxt >= 0))[:, None]
         return h + F.relu(msg) * has
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """(N, 4), (M, 4) -> (N, M) IoU."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
 
 
 def relaxed_targets(iou: Tensor, labels: Tensor) -> Tensor:
@@ -169,7 +163,9 @@ class DualAttention(nn.Module):
         return f_sem, f_idt, w_sem[:, 0], w_ia[:, 0]
 
 
-class IGMNHead(nn.Module):
+class IGMNHead(HeadBase):
+    has_aux_loss = True
+
     def __init__(self, actor_dim: int, object_dim: int, num_classes: int, *, hidden_dim: int = 512,
                  num_layers: int = 3, memory_clips: int = 30, clip_seconds: float = 1.0,
                  dam: bool = False, roi_dim: int | None = None, mem_reduce_dim: int = 128,
@@ -200,13 +196,6 @@ class IGMNHead(nn.Module):
             self.idt_proj = nn.Linear(self.dam.in_dim, hidden_dim)
         self.classifier = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
                                         nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes))
-        self._aux: Tensor | None = None
-
-    def aux_loss(self) -> Tensor:
-        """lambda_aux * (DAM auxiliary losses) of the last forward; 0 when not applicable."""
-        if self._aux is None:
-            return torch.zeros((), device=self.classifier[0].weight.device)
-        return self._aux
 
     def hgnn(self, x: HeadInput, h0: Tensor, center: int) -> tuple[Tensor, Tensor]:
         """Run the HGNN around keyframe `center`. Returns (actor rows, f_mem (n, hidden))."""
@@ -238,6 +227,16 @@ class IGMNHead(nn.Module):
         return rows, torch.stack(outs).mean(dim=0)
 
     def forward(self, x: HeadInput) -> Tensor:
+        return self._forward(x, None, None, aux=False)[0]
+
+    def forward_with_aux(self, x: HeadInput, labels: Tensor | None, *,
+                         class_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(logits, lambda_aux * DAM auxiliary losses) of one forward; the loss is 0 without DAM.
+        labels (A, num_classes) multi-hot or None; class_mask (num_classes,) bool or None."""
+        return self._forward(x, labels, class_mask, aux=True)
+
+    def _forward(self, x: HeadInput, labels: Tensor | None, class_mask: Tensor | None, *,
+                 aux: bool) -> tuple[Tensor, Tensor | None]:
         if x.actor_track is None:
             raise ValueError("igmn needs x.actor_track (A,): run the tracker (store group 'tracks')")
         h0 = self.node(x.actor_feat)  # (A, d)
@@ -245,9 +244,8 @@ class IGMNHead(nn.Module):
         for c in keyframes_with(x.actor_kf, x.is_query).tolist():
             rows, fm = self.hgnn(x, h0, c)
             f_mem[rows] = fm
-        self._aux = None
         if not self.dam_on:
-            return self.classifier(f_mem)
+            return self.classifier(f_mem), (torch.zeros((), device=f_mem.device) if aux else None)
         if x.actor_roi is None:
             raise ValueError("igmn with dam=True needs x.actor_roi (A, C, k, k): the store's actor_roi level")
         if x.actor_roi.shape[1] != self.roi_dim:
@@ -259,10 +257,12 @@ class IGMNHead(nn.Module):
         f_sem, f_idt, w_sem, w_ia = self.dam(x.actor_roi[q], geo[q], self.mem_reduce(f_mem[q]))
         fused = f_mem.clone()
         fused[q] = f_mem[q] + self.idt_proj(f_idt)
-        self._aux = self.lambda_aux * self._aux_terms(x, q, f_sem, f_idt, w_sem, w_ia, p[q])
-        return self.classifier(fused)
+        aux_loss = (self.lambda_aux * self._aux_terms(x, q, f_sem, f_idt, w_sem, w_ia, p[q], labels, class_mask)
+                    if aux else None)
+        return self.classifier(fused), aux_loss
 
-    def _aux_terms(self, x: HeadInput, q: Tensor, f_sem, f_idt, w_sem, w_ia, p) -> Tensor:
+    def _aux_terms(self, x: HeadInput, q: Tensor, f_sem, f_idt, w_sem, w_ia, p, labels: Tensor | None,
+                   cmask: Tensor | None) -> Tensor:
         sel = x.is_query[q]
         if not bool(sel.any()):
             return f_sem.sum() * 0
@@ -271,14 +271,12 @@ class IGMNHead(nn.Module):
         loss = ((1 - p) * (w_ia - 1) ** 2).mean(dim=(1, 2)).mean()  # Eq. 6
         gap = (p * w_sem - (1 - p) * w_sem).mean(dim=(1, 2))
         loss = loss + F.relu(self.gamma - gap).mean()  # Eq. 8
-        labels = x.extras.get("labels")
         if labels is not None:
             rows = q[sel]
             lab = labels.to(f_sem.dtype)
-            cmask = x.extras.get("aux_class_mask")
             cols = slice(None) if cmask is None else cmask.bool()
             same = x.actor_kf[rows][:, None] == x.actor_kf[None, :]
-            iou = box_iou(x.actor_box[rows], x.actor_box) * same  # co-actors only
+            iou = box_iou_torch(x.actor_box[rows], x.actor_box) * same  # co-actors only
             logit_sem = self.dam.cls_sem(f_sem[sel])[:, cols]
             logit_idt = self.dam.cls_idt(f_idt[sel])[:, cols]
             y = lab[rows][:, cols]

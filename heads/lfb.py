@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from .batch import HeadInput
 from .common import NonLocalBlock, query_rows_only, window_mask
+from .protocol import HeadBase
 
 
-class LFBHead(nn.Module):
+class LFBHead(HeadBase):
     requires: frozenset[str] = frozenset()
 
     def __init__(self, actor_dim: int, object_dim: int, num_classes: int, *, hidden_dim: int = 512,

@@ -12,9 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from .batch import HeadInput
+from .protocol import HeadBase
 
 
-class LinearHead(nn.Module):
+class LinearHead(HeadBase):
     """Dropout then `nn.Linear(actor_dim, num_classes)` on `x.actor_feat`.
 
     `object_dim` is accepted (every head takes it) and ignored: this head uses no objects.

@@ -13,9 +13,12 @@ edges are dense blocks per linked keyframe pair (see `heads/graph_ops.py`), soft
 aggregation are segment operations over those blocks. Softmax math runs in float32 or wider (autocast-safe).
 
 Choices where the paper is silent, and deviations (all deliberate):
-- Masked softmax. The paper/official code softmax over the whole batch matrix `A (.) E`, where an
-  unconnected pair has D = 0 and so still receives weight exp(0); the text intends zero weight
-  for temporally distant entities (sec. 3.3), so we softmax over connected pairs only.
+- Masked softmax. The paper's text computes attention "without any masking" (sec. 3.3) and Eq. 6
+  sums over all entities, so taken literally an unconnected pair (A = 0, hence D = 0) would still
+  get weight exp(0). The official code does not do that: models/attention_layer.py replaces D by
+  -9e15 wherever the adjacency is 0 before the softmax, i.e. unconnected pairs get zero weight.
+  We softmax over connected pairs only, which is the official behaviour (and the text's intent of
+  weakening distant entities).
 - Self-loops: a node is connected to itself with A_ii = 1 (exp(-0) in Eq. 1). They are kept in
   every ablation (also actor_actor=False / object_object=False), so no node has an empty
   neighbourhood. With adjacency="feature", Eq. 11 is infinite on the diagonal; we set A_ii = 1.
@@ -27,8 +30,9 @@ Choices where the paper is silent, and deviations (all deliberate):
   them back to d_f, so the residual is always `f + FC(concat)` at width d_f; no projection needed.
 - All nodes (actors and objects) are updated by every layer; only actors are classified (all
   actors of the batch; the training loop picks the query actors).
-- Dropout (`dropout`, default 0.5 = keep prob 0.5) is applied to each head's output h'_i, as the
-  paper says; no dropout on the attention weights or before the classifier.
+- Dropout (`dropout`, default 0.5 = keep prob 0.5) is applied to each head's output h'_i after
+  the ELU, as the paper says ("each graph attention head is followed by a dropout"); no dropout on
+  the attention weights or before the classifier.
 - attention="dot" (Table 8, Eq. 10): per head Q, K, V projections (d_f -> floor(d_f / n_heads));
   E_ij = q_i.k_j / sqrt(d_k) (no LeakyReLU), then the same A (.) E, masked softmax, ELU, and the
   values V take the role of h.
@@ -42,6 +46,39 @@ Choices where the paper is silent, and deviations (all deliberate):
   includes every keyframe within that radius.
 - Parameter layout (for reference computations): head k uses rows [k*d_h, (k+1)*d_h) of
   `fc_h` (or fc_q/fc_k/fc_v); `attn_w[k]` is FC2's weight over (h_i || h_j), `attn_b[k]` its bias.
+
+variant="official" computes what the authors' code computes (aimagelab/STAGE_action_detection:
+models/model.py, models/gat.py, models/attention_layer.py, data/collate_batch.py), and
+`from_official_state_dict` loads its checkpoints. Where the default variant differs, and why:
+- Neighbourhood. Official: batch item k is linked to items k-1 and k+1 by position in the batch
+  (collate_batch.py), whatever their video and however far apart in time; a batch of 1 item fails
+  there (we link it to itself). Default: linked by (video, |dt| <= (window // 2) * time_step), so
+  an output does not depend on how keyframes were batched (the paper's "consecutive clips").
+  Official: temporal_radius 0, the batch is the query keyframes in the order given.
+- Widths. Official: d = actor_dim + 4 always; per head int(actor_dim / H) + int(4 / H) channels,
+  which must add up to d (gat_fc is d x d: 2 or 4 heads for I3D's 1024). Default: d_f and
+  floor(d_f / H) as in the paper's text, with fc_out mapping the concat back to d_f.
+- Projections. Official: each head's W (FC1) and a (FC2) have no bias (the paper's "2 x d_h
+  parameters" for FC2 agrees); xavier_uniform init with gain 1.414. Default: nn.Linear FC1 with
+  bias and a bias on FC2 (`attn_b`); PyTorch's default init.
+- Object reducer. Official: objects wider than actors go through Linear(object_dim, actor_dim)
+  (with bias) and a ReLU before [h, w, xc, yc] are appended; narrower objects do not run there
+  (refused). Default: one linear layer, no ReLU, on the wider of the two after the box features
+  are appended (paper sec. 4: "the linear layer to the feature vector with the largest
+  dimensionality").
+- Dropout. Official (p = 0.5): on every layer's input (one mask for all heads) and on each head's
+  aggregated output before the ELU; the residual adds the un-dropped input. Default: after the ELU
+  on each head's output only (the paper's text).
+- Masking: the same in both (see "Masked softmax" above); so are proximity exp(-||c_i - c_j||),
+  LeakyReLU 0.2, the residual + LayerNorm per layer and the box descriptor [h, w, xc, yc].
+- Outputs. Official: 81 logits (column 0 background, column c = AVA id c) trained with BCE on all
+  81; here the classifier has one output per store label (from_official_state_dict keeps the rows
+  of the store's ids), so the background logit is neither trained nor used (the official
+  test.py drops it too). The official variant updates all nodes in the last layer as well (same
+  actor outputs; it keeps the official dropout draws).
+Options the official code has no counterpart for (attention, adjacency, proximity, box_features,
+actor_actor, object_object) are refused with variant="official"; num_layers, num_heads, window
+(links to the window // 2 neighbouring batch positions), temporal, dropout and use_objects apply.
 """
 from __future__ import annotations
 
@@ -53,8 +90,12 @@ from torch import Tensor, nn
 
 from .batch import HeadInput, box_centres, box_geometry
 from .graph_ops import BlockGraph, acc_dtype, blocked_aggregate, blocked_softmax, build_block_graph, link_keyframes
+from .protocol import Attention, HeadBase
+# `heads.stage.from_official_state_dict` is the documented name; the conversion lives next door.
+from .stage_official import from_official_state_dict, to_official_state_dict  # noqa: F401
 
 FEATURE_EPS = 1e-4
+VARIANTS = ("default", "official")
 
 
 class STAGELayer(nn.Module):
@@ -70,16 +111,29 @@ class STAGELayer(nn.Module):
         adjacency: str,
         proximity: bool,
         leaky_slope: float,
+        head_dim: int | None = None,
+        official: bool = False,
     ):
         super().__init__()
         self.dim, self.num_heads = dim, num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = dim // num_heads if head_dim is None else head_dim
         if self.head_dim < 1:
             raise ValueError(f"STAGE: feature dim {dim} too small for {num_heads} heads")
         self.attention, self.adjacency, self.proximity = attention, adjacency, proximity
-        self.leaky_slope = leaky_slope
+        self.leaky_slope, self.official = leaky_slope, official
         hd = num_heads * self.head_dim
-        if attention == "gat":
+        if official:
+            # models/attention_layer.py: W (d, d_h) and a (2 d_h, 1) per head, no biases, both
+            # xavier_uniform with gain 1.414 (bounds computed per head, as each is its own tensor).
+            self.fc_h = nn.Linear(dim, hd, bias=False)
+            bw = 1.414 * math.sqrt(6.0 / (dim + self.head_dim))
+            ba = 1.414 * math.sqrt(6.0 / (2 * self.head_dim + 1))
+            with torch.no_grad():
+                self.fc_h.weight.uniform_(-bw, bw)
+            self.attn_w = nn.Parameter(torch.empty(num_heads, 2 * self.head_dim).uniform_(-ba, ba))
+            self.attn_b = None
+            self.drop_in = nn.Dropout(dropout)  # models/gat.py: dropout on the layer input
+        elif attention == "gat":
             self.fc_h = nn.Linear(dim, hd)  # FC1 of every head, stacked
             bound = 1.0 / math.sqrt(2 * self.head_dim)  # nn.Linear(2 d_h, 1) default init
             self.attn_w = nn.Parameter(torch.empty(num_heads, 2 * self.head_dim).uniform_(-bound, bound))
@@ -92,17 +146,21 @@ class STAGELayer(nn.Module):
         self.fc_out = nn.Linear(hd, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, f: Tensor, centres: Tensor, g: BlockGraph, keep: int | None = None) -> Tensor:
+    def forward(self, f: Tensor, centres: Tensor, g: BlockGraph, keep: int | None = None,
+                record: list[Tensor] | None = None) -> Tensor:
         """f (N, d_f) -> (N, d_f); only the first `keep` rows are returned (and computed after
-        aggregation) when given: the last layer needs just the actors, which come first."""
+        aggregation) when given: the last layer needs just the actors, which come first.
+        `record`, when given, receives the blocked attention weights (P, H, n_max, n_max) (detached)."""
         n, nh, dh = f.shape[0], self.num_heads, self.head_dim
         if self.attention == "gat":
-            h = self.fc_h(f).view(n, nh, dh)  # (N, H, d_h)
+            h = self.fc_h(self.drop_in(f) if self.official else f).view(n, nh, dh)  # (N, H, d_h)
             w = self.attn_w.view(nh, 2, dh).to(h.dtype)
             # FC2(h_i || h_j) = a_1.h_i + a_2.h_j + b: one term per receiving and per sending node.
             acc = acc_dtype(h.dtype)
             s_tgt = torch.einsum("nhd,hd->nh", h, w[:, 0]).to(acc)  # (N, H)
-            s_src = torch.einsum("nhd,hd->nh", h, w[:, 1]).to(acc) + self.attn_b.to(acc)
+            s_src = torch.einsum("nhd,hd->nh", h, w[:, 1]).to(acc)
+            if self.attn_b is not None:
+                s_src = s_src + self.attn_b.to(acc)
             st = g.to_padded(s_tgt).transpose(1, 2)  # (K, H, n_max)
             ss = g.to_padded(s_src).transpose(1, 2)
             e = F.leaky_relu(st[g.pair_tgt][..., :, None] + ss[g.pair_src][..., None, :], self.leaky_slope)
@@ -129,15 +187,23 @@ class STAGELayer(nn.Module):
             a = None
         d = e if a is None else a * e  # Eq. 5 / 9
         wgt = blocked_softmax(d, g.mask[:, None], g.pair_tgt, g.num_kf)  # Eq. 6, (P, H, n_max, n_max)
-        out = F.elu(blocked_aggregate(wgt, vp, g))  # Eq. 7, (K, H, n_max, d_h)
+        if record is not None:
+            record.append(wgt.detach())
+        out = blocked_aggregate(wgt, vp, g)  # Eq. 7 before sigma, (K, H, n_max, d_h)
         out = g.from_padded(out.transpose(1, 2))  # (N, H, d_h)
+        if self.official:
+            # attention_layer.py: ELU(dropout(h')), one dropout call per head on its (N, d_h)
+            # output, in head order (the same random draws as the official code under one seed).
+            out = torch.cat([F.elu(self.drop(out[:, k].contiguous())) for k in range(nh)], 1)  # (N, H*d_h)
+            return self.norm(f + self.fc_out(out))
+        out = F.elu(out)
         if keep is not None:
             out, f = out[:keep], f[:keep]
         out = self.drop(out).reshape(out.shape[0], nh * dh)
         return self.norm(f + self.fc_out(out))
 
 
-class STAGEHead(nn.Module):
+class STAGEHead(HeadBase):
     """STAGE relation head over actors and objects of linked keyframes; see the module docstring."""
 
     def __init__(
@@ -160,8 +226,19 @@ class STAGEHead(nn.Module):
         adjacency: str = "box",
         box_features: bool = True,
         leaky_slope: float = 0.2,
+        variant: str = "default",
     ):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"STAGE: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        if variant == "official":
+            changed = [k for k, v, want in (("attention", attention, "gat"), ("adjacency", adjacency, "box"),
+                                            ("proximity", proximity, True), ("box_features", box_features, True),
+                                            ("actor_actor", actor_actor, True),
+                                            ("object_object", object_object, True)) if v != want]
+            if changed:
+                raise ValueError(f"STAGE: variant=official is the authors' code, which has no option "
+                                 f"{', '.join(changed)}; use the default variant for these ablations")
         if attention not in ("gat", "dot"):
             raise ValueError(f"STAGE: attention must be 'gat' or 'dot', got {attention!r}")
         if adjacency not in ("box", "feature"):
@@ -189,17 +266,37 @@ class STAGEHead(nn.Module):
         self.temporal_radius = float(num_layers * (window // 2) * time_step) if temporal else 0.0
         self.requires = frozenset({"objects"}) if use_objects else frozenset()
 
-        extra = 4 if box_features else 0
-        da, do = actor_dim + extra, object_dim + extra
-        self.actor_proj = self.object_proj = None
-        if use_objects and da > do:
-            self.actor_proj = nn.Linear(da, do)
-        elif use_objects and do > da:
-            self.object_proj = nn.Linear(do, da)
-        self.dim = min(da, do) if use_objects else da  # d_f
+        self.variant = variant
+        self.actor_proj = self.object_proj = self.object_reducer = None
+        head_dim = None
+        if variant == "official":
+            # models/model.py: d = C_a + 4; objects reduced to C_a (ReLU) only when wider; head
+            # width int(C_a / H) + int(4 / H), and the concatenated heads must be d wide (gat_fc is d x d).
+            if use_objects and object_dim < actor_dim:
+                raise ValueError(f"STAGE: variant=official reduces wider object features to the actor width only; "
+                                 f"object_dim {object_dim} < actor_dim {actor_dim} does not run in the official "
+                                 "code (use the default variant)")
+            if use_objects and object_dim > actor_dim:
+                self.object_reducer = nn.Linear(object_dim, actor_dim)
+            self.dim = actor_dim + 4
+            head_dim = actor_dim // num_heads + 4 // num_heads
+            if head_dim * num_heads != self.dim:
+                raise ValueError(f"STAGE: variant=official needs {num_heads} heads of int({actor_dim}/{num_heads}) + "
+                                 f"int(4/{num_heads}) = {head_dim} channels to fill d = {self.dim} (the official code "
+                                 "supports 2 or 4 heads); choose another num_heads")
+            self.temporal_radius = 0.0  # neighbours are batch positions: the batch is the query keyframes
+        else:
+            extra = 4 if box_features else 0
+            da, do = actor_dim + extra, object_dim + extra
+            if use_objects and da > do:
+                self.actor_proj = nn.Linear(da, do)
+            elif use_objects and do > da:
+                self.object_proj = nn.Linear(do, da)
+            self.dim = min(da, do) if use_objects else da  # d_f
         self.layers = nn.ModuleList(
             STAGELayer(self.dim, num_heads, dropout=dropout, attention=attention, adjacency=adjacency,
-                       proximity=proximity, leaky_slope=leaky_slope)
+                       proximity=proximity, leaky_slope=leaky_slope, head_dim=head_dim,
+                       official=variant == "official")
             for _ in range(num_layers)
         )
         self.classifier = nn.Linear(self.dim, num_classes)
@@ -220,6 +317,8 @@ class STAGEHead(nn.Module):
         feats, boxes, kfs = [fa], [x.actor_box], [x.actor_kf]
         if self.use_objects:
             fo = x.object_feat
+            if self.object_reducer is not None:
+                fo = F.relu(self.object_reducer(fo))  # (O, C_a), models/model.py
             if self.box_features:
                 fo = torch.cat((fo, box_geometry(x.object_box).to(fo.dtype)), 1)  # (O, C_o + 4)
             if self.object_proj is not None:
@@ -234,17 +333,62 @@ class STAGEHead(nn.Module):
         return f, box_centres(torch.cat(boxes, 0)), node_kf, is_actor
 
     def build_graph(self, x: HeadInput, node_kf: Tensor, is_actor: Tensor) -> BlockGraph:
-        tgt, src = link_keyframes(x.kf_video, x.kf_time, self.link_radius)
+        if self.variant == "official":
+            tgt, src = link_batch_positions(x.num_keyframes, self.window // 2 if self.temporal else 0,
+                                            x.kf_video.device)
+        else:
+            tgt, src = link_keyframes(x.kf_video, x.kf_time, self.link_radius)
         return build_block_graph(node_kf, is_actor, x.num_keyframes, tgt, src,
                                  actor_actor=self.actor_actor, object_object=self.object_object)
 
     def forward(self, x: HeadInput) -> Tensor:
+        return self._forward(x, None)[0]
+
+    def forward_with_attention(self, x: HeadInput) -> tuple[Tensor, Attention]:
+        """(logits, Attention "graph": per layer the head-averaged weights (N, N) and the graph's
+        connectivity (N, N) over the nodes of `node_features`, actors then objects)."""
+        record: list[Tensor] = []
+        logits, g = self._forward(x, record)
+        dense = [dense_attention(g, wgt) for wgt in record]
+        return logits, Attention("graph", [w for w, _ in dense], [c for _, c in dense])
+
+    def _forward(self, x: HeadInput, record: list[Tensor] | None) -> tuple[Tensor, BlockGraph | None]:
         self._check(x)
         f, centres, node_kf, is_actor = self.node_features(x)
         if x.num_actors == 0:
-            return self.classifier(f[:0])  # (0, num_classes)
+            return self.classifier(f[:0]), None  # (0, num_classes)
         g = self.build_graph(x, node_kf, is_actor)
         for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
-            f = layer(f, centres, g, keep=x.num_actors if last else None)
-        return self.classifier(f)  # (A, num_classes)
+            last = i == len(self.layers) - 1 and self.variant != "official"  # official: every node, every layer
+            f = layer(f, centres, g, keep=x.num_actors if last else None, record=record)
+        return self.classifier(f[: x.num_actors]), g  # (A, num_classes)
+
+
+def dense_attention(g: BlockGraph, wgt: Tensor) -> tuple[Tensor, Tensor]:
+    """Blocked weights (P, H, n_max, n_max) of `g` -> dense (N, N) float32 mean over heads (on the
+    CPU) and the connectivity (N, N) bool; row i = what node i receives from each node j."""
+    n = g.node_index.shape[0]
+    table = torch.full((g.num_kf * g.n_max,), -1, dtype=torch.long, device=g.node_index.device)
+    table[g.node_index] = torch.arange(n, device=table.device)
+    table = table.view(g.num_kf, g.n_max)  # (K, n_max) node of each slot
+    dense = torch.zeros(n, n, dtype=torch.float32)
+    connected = torch.zeros(n, n, dtype=torch.bool)
+    w = wgt.float().mean(1).cpu()  # (P, n_max, n_max)
+    for p in range(g.pair_tgt.shape[0]):
+        rows, cols = table[g.pair_tgt[p]].cpu(), table[g.pair_src[p]].cpu()
+        m = g.mask[p].cpu() & (rows[:, None] >= 0) & (cols[None, :] >= 0)
+        r, c = torch.nonzero(m, as_tuple=True)
+        dense[rows[r], cols[c]] = w[p][r, c]
+        connected[rows[r], cols[c]] = True
+    return dense, connected
+
+
+def link_batch_positions(num_kf: int, radius: int, device=None) -> tuple[Tensor, Tensor]:
+    """The official collate_batch.py adjacency: batch item k linked to items k-radius..k+radius
+    (radius 1 there) whatever their video and time; self pairs included. Returns (tgt, src)."""
+    k = torch.arange(num_kf, device=device)
+    tgts, srcs = [k], [k]
+    for d in range(1, min(radius, num_kf - 1) + 1):
+        tgts += [k[:-d], k[d:]]
+        srcs += [k[d:], k[:-d]]
+    return torch.cat(tgts), torch.cat(srcs)

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 
 from .batch import HeadInput
 from .common import NonLocalBlock, same_keyframe_mask
+from .protocol import HeadBase
 
 
-class STOHead(nn.Module):
+class STOHead(HeadBase):
     temporal_radius: float = 0.0
     requires: frozenset[str] = frozenset()
 

@@ -25,11 +25,10 @@ report trains S-only without memory because of its size). The report fuses perso
 the video feature map before the relation module; here the cached person tokens are used as is.
 The report feeds the averaged tokens to "full-connected layers": `fc_layers` (default 2) counts
 them, the last being the classifier. The decoupled class-balanced re-training of the classifier (Sec. 2.4) is the training loop's
-job: `classifier_parameters()` returns the parameters it should train.
+job: `classifier_parameters()` (HeadBase's default, the submodule `classifier`) returns the
+parameters it should train.
 """
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +36,7 @@ from torch import Tensor, nn
 
 from .batch import HeadInput
 from .common import query_rows_only, same_keyframe_mask, window_mask
+from .protocol import HeadBase
 
 
 class EncoderBlock(nn.Module):
@@ -61,7 +61,7 @@ class EncoderBlock(nn.Module):
         return self.norm2(h + self.drop2(ff))
 
 
-class TransformerRelationHead(nn.Module):
+class TransformerRelationHead(HeadBase):
     def __init__(self, actor_dim: int, object_dim: int, num_classes: int, *, tokens: str,
                  token_dim: int | None = None, d_model: int = 512, nhead: int = 8,
                  dim_feedforward: int = 1024, num_layers: int = 1, dropout: float = 0.1,
@@ -92,10 +92,6 @@ class TransformerRelationHead(nn.Module):
         self.fc = nn.Sequential(*fc)
         self.dropout = nn.Dropout(classifier_dropout)
         self.classifier = nn.Linear(d_model, num_classes)
-
-    def classifier_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the final classifier (for decoupled class-balanced re-training)."""
-        return self.classifier.parameters()
 
     def _tokens(self, x: HeadInput) -> Tensor:
         """(P, A, C) tokens, positions first."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_open
 from pipelines.evaluate import EvalResult
 
 GROUP_ORDER = ("pose", "person-person", "person-object")  # STAGE Table 4's order; others follow
@@ -99,8 +100,7 @@ def by_config(rows: list[dict]) -> dict[str, list[dict]]:
 
 def write_csv(path: Path, rows: list[dict], groups: dict) -> None:
     gnames = _ordered_groups(groups)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "config", "head", "args", "seed", "status", "val_map"] + [f"map_{g}" for g in gnames]
                    + ["run_dir"])
@@ -108,7 +108,6 @@ def write_csv(path: Path, rows: list[dict], groups: dict) -> None:
             num = lambda v: "" if math.isnan(v) else f"{v:.6f}"  # noqa: E731
             w.writerow([r["name"], r["config"], r["head"], r["args"], r["seed"], r["status"], num(r["val_map"])]
                        + [num(r["groups"].get(g, float("nan"))) for g in gnames] + [r["run_dir"]])
-    tmp.replace(path)
 
 
 def _status_of(rs: list[dict]) -> str:

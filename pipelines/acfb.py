@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.boxes import check_box_set
 from extract.store import write_group
-from pipelines.train import load_run_split, load_trained, resolve_device, run_head
+from pipelines.run_dir import load_run_split, load_trained
+from pipelines.run_eval import run_head
+from pipelines.steps import SplitContext, resolve_device
 
 DEFAULT_GROUP = "acfb"
 
@@ -39,8 +42,8 @@ def relation_maps(head, g, batch_size: int, device: torch.device, amp: bool = Tr
     queries = g.query_keyframes()
     if len(queries) == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    return run_head(head, g, queries, 0.0, batch_size, device, amp, progress, desc="first-order maps",
-                    fn=head.first_order_maps)
+    return run_head(head, SplitContext(g, 0.0, device, amp), queries, batch_size=batch_size, progress=progress,
+                    desc="first-order maps", fn=head.first_order_maps)
 
 
 def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GROUP, *, boxes: str = "gt+proposals",
@@ -50,13 +53,12 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
 
     Returns a summary {"store", "group", "actors_written", "shape"}. An existing group of that name
     is replaced atomically (readers see the old or the new bank, never a mix)."""
-    if boxes not in ("gt", "proposals", "gt+proposals"):
-        raise ValueError(f"boxes must be gt, proposals or gt+proposals, got {boxes!r}")
+    check_box_set(boxes)
     if group == "base":
         raise ValueError("the bank cannot be written into the 'base' group")
     dev = resolve_device(device)
     head, cfg = load_trained(run_dir, dev, checkpoint)
-    if not hasattr(head, "first_order_maps"):
+    if not head.has_first_order_maps:  # a declared capability (heads/protocol.py)
         raise ValueError(f"run {run_dir} trained head {cfg['head']!r}, which has no first_order_maps; "
                          "the bank needs an ACAR head (train-head --head acar)")
     # The maps come from the head's first-order part only; a bank head's own bank is not needed.

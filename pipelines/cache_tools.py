@@ -2,22 +2,25 @@
 
 HDF5 layouts (docs/STORE_SCHEMA.md, "HDF5 import/export"):
 - "stagecache": one .h5 mirroring `Tables` (lossless round trip of every group and attribute).
-- "stage": STAGE's released features, one .h5 per split; key `<video>_<timestamp>` -> group with
-  `boxes` (N,4), `features` (N,C), `labels` (N,L) for the N actors of that keyframe.
+- "stage-i3d", "stage-slowfast" (and "stage", the old name of "stage-slowfast"): the layouts of
+  STAGE's released features, read and written by `extract/stage_release.py` / `extract/stage_export.py`.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 
 import numpy as np
 
-from extract.ava_io import format_timestamp, read_label_map, timestamp_key
+from extract.ava_io import read_label_map
 from extract.store import BASE_ARRAYS, StoreError, StoreWriter, format_bytes, open_store
-from extract.store_io import FRAGMENTS, axis_of
+from extract.store.io import FRAGMENTS, axis_of
 
-LAYOUTS = ("stagecache", "stage")
+STAGE_LAYOUTS = ("stage-i3d", "stage-slowfast", "stage")  # "stage": the old name of "stage-slowfast"
+LAYOUTS = ("stagecache",) + STAGE_LAYOUTS
+DEFAULT_BACKBONE = {"stage-i3d": "stage_i3d", "stage-slowfast": "stage_slowfast"}
 _STORE_KEYS = ("schema_version", "project_version")  # added by the store to group attrs
 
 
@@ -44,7 +47,18 @@ def store_info(path: str) -> dict:
         groups[g] = {"attrs": st.groups[g], "videos": len(st._src.get(g, {})), "missing": len(st.missing(g)),
                      "fragments": len(st.fragments.get(g, [])), "arrays": arrays}
     return {"path": st.path, "attrs": st.attrs, "videos": len(st.videos), "keyframes": st.num_keyframes,
-            "actors": st.num_actors, "objects": st.num_objects, "files": nfiles, "bytes": total, "groups": groups}
+            "actors": st.num_actors, "objects": st.num_objects, "files": nfiles, "bytes": total, "groups": groups,
+            "labels": label_counts(st)}
+
+
+def label_counts(st) -> list[dict]:
+    """Per label id: its name and how many actors carry it (so one sees whether the columns line
+    up with the label map); empty without a base group."""
+    a = st.attrs
+    if "base" not in st.fragments:
+        return []
+    counts = st.load({"base": ["actor_labels"]}).data["base/actor_labels"].long().sum(0).tolist()
+    return [{"id": int(i), "name": str(n), "actors": int(c)} for i, n, c in zip(a["label_ids"], a["label_names"], counts)]
 
 
 def format_info(info: dict) -> str:
@@ -54,6 +68,9 @@ def format_info(info: dict) -> str:
              f"{info['objects']} objects; {len(a['label_ids'])} labels; "
              f"{len(a.get('object_classes') or [])} object classes",
              f"  {info['files']} files, {format_bytes(info['bytes'])} on disk"]
+    if info.get("labels"):
+        lines.append("  labels (id, name, actors):")
+        lines += [f"    {x['id']:>4}  {x['name']:<40} {x['actors']}" for x in info["labels"]]
     for g, gi in info["groups"].items():
         extra = f", {gi['missing']} MISSING" if gi["missing"] else ""
         attrs = {k: v for k, v in gi["attrs"].items() if k not in _STORE_KEYS}
@@ -66,11 +83,28 @@ def format_info(info: dict) -> str:
 # ----------------------------------------------------------------------------- verify
 def verify_store(path: str, *, label_map: str | None = None) -> list[str]:
     """Every problem found (empty list: the store is sound)."""
+    from extract.store.commit import Commits
+
     try:
-        st = open_store(path)
+        with warnings.catch_warnings():  # what open_store warns about is reported below
+            warnings.simplefilter("ignore")
+            st = open_store(path)
+        c = Commits(st.loc)
     except StoreError as e:
         return [str(e)]
     problems: list[str] = []
+    for m in c.lost():
+        fid = m["fragment"]
+        problems.append(f"commits/{fid}.json: committed but its data fragments/{fid} is missing "
+                        f"({len(m['videos'])} video(s) of group {m['group']}, first {m['videos'][:3]}); "
+                        f"`cache compact` removes the manifest, then rerun the extraction")
+    for g, dups in sorted(st.duplicates.items()):
+        problems.append(f"group {g}: {len(dups)} video(s) stored more than once (first: {dups[:3]}), e.g. by two "
+                        f"writers of one shard; readers use the first copy, `cache compact` drops the others")
+    if not st.fragments:
+        problems.append(f"no video committed in any group (declared: {sorted(st.groups)}): every video failed, "
+                        f"or the writer was killed before its first commit")
+        return problems
     a = st.attrs
     if len(a["label_ids"]) != len(a["label_names"]):
         problems.append(f"root: {len(a['label_ids'])} label_ids but {len(a['label_names'])} label_names")
@@ -83,6 +117,9 @@ def verify_store(path: str, *, label_map: str | None = None) -> list[str]:
         problems.append("no base group (boxes, labels): nothing to train on")
     for g in sorted(st.groups):
         miss = st.missing(g)
+        if g not in st.fragments:
+            problems.append(f"group {g}: declared but no video committed")
+            continue
         if miss:
             problems.append(f"group {g}: {len(miss)} of {len(st.videos)} videos missing (first: {miss[:3]})")
             continue
@@ -142,32 +179,20 @@ def _check_array(st, g: str, n: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- HDF5 export / import
-def export_h5(path: str, out: str, *, layout: str = "stagecache", backbone: str | None = None) -> None:
-    """Write the store as one .h5 (layout 'stagecache') or in STAGE's layout (needs `backbone`)."""
+def export_h5(path: str, out: str, *, layout: str = "stagecache", backbone: str | None = None,
+              objects: str | None = None) -> dict | None:
+    """Write the store as one .h5 (layout 'stagecache') or in a layout of STAGE's release
+    (`out` is a directory for stage-i3d; `objects` also writes the objects file)."""
     import h5py
 
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        raise StoreError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if layout in STAGE_LAYOUTS:
+        from extract.stage_export import export_release
+
+        return export_release(path, out, layout="stage-slowfast" if layout == "stage" else layout,
+                              backbone=backbone, objects=objects)
     st = open_store(path)
-    if layout == "stage":
-        groups = [g for g in st.fragments if g != "base" and "actor_pooled" in st.array_info(g)]
-        if backbone is None:
-            if len(groups) != 1:
-                raise ValueError(f"{path}: pick the backbone to export with --backbone; candidates: {groups}")
-            backbone = groups[0]
-        t = st.load({"base": ["actor_box", "actor_labels"], backbone: ["actor_pooled"]})
-        box, lab = t.data["base/actor_box"].numpy(), t.data["base/actor_labels"].numpy()
-        feat = t.data[f"{backbone}/actor_pooled"].numpy().astype(np.float32)
-        off = t.kf_actor_offset.numpy()
-        with h5py.File(out, "w") as f:
-            for k in range(st.num_keyframes):
-                key = f"{t.video_names[int(t.kf_video[k])]}_{format_timestamp(float(t.kf_time[k]))}"
-                grp = f.create_group(key)
-                a, b = off[k], off[k + 1]
-                grp.create_dataset("boxes", data=box[a:b])
-                grp.create_dataset("features", data=feat[a:b])
-                grp.create_dataset("labels", data=lab[a:b])
-        return
     t = st.load()
     with h5py.File(out, "w") as f:
         f.attrs["stagecache"] = json.dumps(st.attrs)
@@ -179,30 +204,48 @@ def export_h5(path: str, out: str, *, layout: str = "stagecache", backbone: str 
             grp.attrs["attrs"] = json.dumps({k: v for k, v in st.groups[g].items() if k not in _STORE_KEYS})
         for key, x in t.data.items():
             f.create_dataset(f"groups/{key}", data=x.numpy())
+    return None
 
 
-def detect_layout(h5_path: str) -> str:
+def detect_layout(src: str) -> str:
+    """stage-i3d for a directory, stagecache for our own export, else stage-slowfast."""
     import h5py
 
-    with h5py.File(h5_path, "r") as f:
-        return "stagecache" if "stagecache" in f.attrs else "stage"
+    if os.path.isdir(src):
+        return "stage-i3d"
+    try:
+        with h5py.File(src, "r") as f:
+            return "stagecache" if "stagecache" in f.attrs else "stage-slowfast"
+    except OSError as e:
+        raise StoreError(f"{src}: not a readable HDF5 file ({e})") from None
 
 
 def import_h5(src: str, path: str, *, layout: str = "auto", split: str | None = None,
-              label_map: str | None = None, backbone: str = "stage_slowfast", boxes_are_gt: bool = True,
-              rank: int = 0) -> str:
-    """Build a store at `path` from an .h5 in either layout; returns the layout read."""
+              label_map: str | None = None, label_columns: str = "background-first", backbone: str | None = None,
+              boxes_are_gt: bool = True, objects: str | None = None, object_names: str | None = None,
+              rank: int = 0, progress: bool = False, log=None) -> str:
+    """Build a store at `path` from `src` in any layout; returns the layout read. For STAGE's
+    layouts `log` (if given) receives the summary line."""
     import h5py
 
     layout = detect_layout(src) if layout == "auto" else layout
+    layout = "stage-slowfast" if layout == "stage" else layout
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid: auto, {', '.join(LAYOUTS)}")
-    with h5py.File(src, "r") as f:
-        if layout == "stagecache":
+        raise StoreError(f"unknown layout {layout!r}; valid: auto, {', '.join(LAYOUTS)}")
+    if layout == "stagecache":
+        if objects:
+            raise StoreError(f"{src}: --objects applies to STAGE layouts only; a stagecache export holds its objects")
+        with h5py.File(src, "r") as f:
             _import_stagecache(f, src, path, rank)
-        else:
-            _import_stage(f, src, path, split=split or os.path.splitext(os.path.basename(src))[0],
-                          label_map=label_map, backbone=backbone, boxes_are_gt=boxes_are_gt, rank=rank)
+        return layout
+    from extract.stage_release import import_stage_i3d, import_stage_slowfast
+
+    run = import_stage_i3d if layout == "stage-i3d" else import_stage_slowfast
+    summary = run(src, path, split=split, backbone=backbone or DEFAULT_BACKBONE[layout], objects=objects,
+                  label_map=label_map, label_columns=label_columns, object_names=object_names,
+                  boxes_are_gt=boxes_are_gt, rank=rank, progress=progress)
+    if log is not None:
+        log(summary.line())
     return layout
 
 
@@ -223,58 +266,3 @@ def _import_stagecache(f, src, path, rank):
                 arrays = {n: x[off[axis_of(n)][k0]:off[axis_of(n)][k1]] for n, x in data.items()}
                 w.add_video(g, v, timestamps=kt[k0:k1], actor_counts=np.diff(ao[k0:k1 + 1]),
                             object_counts=np.diff(oo[k0:k1 + 1]), arrays=arrays)
-
-
-def _import_stage(f, src, path, *, split, label_map, backbone, boxes_are_gt, rank):
-    import h5py
-
-    per_video: dict[str, list] = defaultdict(list)
-    for key in f:
-        if "_" not in key or not isinstance(f[key], h5py.Group):
-            raise ValueError(f"{src}: key {key!r} is not <video>_<timestamp> holding boxes/features/labels")
-        video, ts = key.rsplit("_", 1)
-        try:
-            t = float(ts)
-        except ValueError:
-            raise ValueError(f"{src}: key {key!r}: timestamp {ts!r} is not a number") from None
-        grp = f[key]
-        missing = [d for d in ("boxes", "features", "labels") if d not in grp]
-        if missing:
-            raise ValueError(f"{src}: key {key!r} lacks {missing}")
-        per_video[video].append((timestamp_key(t), t, key))
-    first = f[next(iter(f))] if len(f) else None
-    L = first["labels"].shape[1] if first is not None else 0
-    if label_map is not None:
-        lm = read_label_map(label_map)
-        ids, names = list(lm.ids), list(lm.names)
-        if len(ids) != L:
-            raise ValueError(f"{src}: labels have {L} columns but {label_map} has {len(ids)} classes")
-    else:
-        ids, names = list(range(1, L + 1)), [f"class_{i}" for i in range(1, L + 1)]
-    with StoreWriter(path, split=split, label_ids=ids, label_names=names, rank=rank) as w:
-        w.declare_group("base", {"source": "stage_h5", "file": os.path.abspath(src), "boxes_are_gt": boxes_are_gt})
-        w.declare_group(backbone, {"source": "stage_h5", "file": os.path.abspath(src)})
-        for video in sorted(per_video):
-            entries = sorted(per_video[video])
-            box, feat, lab, ac = [], [], [], []
-            for _, _, key in entries:
-                g = f[key]
-                b = np.asarray(g["boxes"][()], dtype=np.float32).reshape(-1, 4)
-                if b.size and (b.min() < 0 or b.max() > 1):
-                    raise ValueError(f"{src}: key {key!r}: boxes are not normalised to [0, 1]")
-                x, y = np.asarray(g["features"][()]), np.asarray(g["labels"][()])
-                if len(x) != len(b) or len(y) != len(b) or (y.ndim == 2 and y.shape[1] != L):
-                    raise ValueError(f"{src}: key {key!r}: boxes {b.shape}, features {x.shape}, labels {y.shape} disagree")
-                box.append(b), feat.append(x.reshape(len(b), -1)), lab.append(y.reshape(len(b), L)), ac.append(len(b))
-            A = int(sum(ac))
-            ts = [t for _, t, _ in entries]
-            zeros = [0] * len(ts)
-            w.add_video("base", video, timestamps=ts, actor_counts=ac, object_counts=zeros, arrays=dict(
-                actor_box=np.concatenate(box), actor_score=np.ones(A, np.float32),
-                actor_is_gt=np.full(A, boxes_are_gt), actor_labels=(np.concatenate(lab) > 0.5).astype(np.uint8),
-                actor_track=np.full(A, -1, np.int64), object_box=np.zeros((0, 4), np.float32),
-                object_class=np.zeros(0, np.int64), object_score=np.zeros(0, np.float32)))
-            w.add_video(backbone, video, timestamps=ts, actor_counts=ac, object_counts=zeros,
-                        arrays={"actor_pooled": np.concatenate(feat)})
-
-

@@ -1,12 +1,18 @@
 """Console entry points. Each command's options live in `pipelines/commands/<area>.py`; its logic in
 the module it names. Entry points import only their own command so one area's optional
-dependency never breaks another."""
+dependency never breaks another. Every entry point (and `stagecache <command>`) runs through `run`,
+the one error path: `extract.errors.UserError` -> `Error: <message>`, exit 1."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import warnings
+from pathlib import Path
 
 import click
+
+from extract.errors import UserError
 
 # pytorchvideo/torchvision use torch.jit.script at import, which current torch flags as deprecated:
 # noise for users, not something they can act on.
@@ -39,6 +45,75 @@ def load_command(name: str) -> click.Command:
     return cmd
 
 
+def _pop_debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """`--debug` anywhere before a `--` (any command) or STAGECACHE_DEBUG=1: show tracebacks."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end] or os.environ.get("STAGECACHE_DEBUG", "") not in ("", "0")
+    return debug, [a for i, a in enumerate(argv) if not (i < end and a == "--debug")]
+
+
+def _new_dirs(argv: list[str]) -> list[Path]:
+    """For each argument that could be an output path, the outermost directory that does not exist
+    yet (a command given `--out runs/a/b` may create `runs/a`). Only these can be removed later."""
+    out = []
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
+        if not value or value.startswith("-") or "://" in value:
+            continue
+        p = Path(value).absolute()
+        if p.exists() or p.is_symlink():
+            continue
+        while not p.parent.exists():
+            p = p.parent
+        out.append(p)
+    return out
+
+
+def _remove_if_empty(d: Path) -> None:
+    """Remove the directory `d` (created by the failed command) if it holds no file at any depth."""
+    if not d.is_dir() or d.is_symlink() or any(not p.is_dir() or p.is_symlink() for p in d.rglob("*")):
+        return
+    for sub in sorted(d.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        sub.rmdir()
+    d.rmdir()
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def run(cmd: click.Command, args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run a click command as a console entry point, with the one error path of every command:
+    a `UserError` (bad input: the message names the file and line / store, group and array / video)
+    prints `Error: <message>` as one line on stderr and exits 1; click's own usage errors are
+    click's; any other exception is a bug and keeps its traceback. `--debug` or STAGECACHE_DEBUG=1
+    shows the traceback of a `UserError` too. Whatever way the command fails, a directory it created
+    that holds no file is removed. Always ends with SystemExit."""
+    _guarded(lambda argv: click.Command.main(cmd, args=argv, prog_name=prog_name, standalone_mode=True), args)
+
+
+def _guarded(call, args: list[str] | None) -> None:
+    debug, argv = _pop_debug(list(sys.argv[1:] if args is None else args))
+    created = _new_dirs(argv)
+    failed = True
+    try:
+        call(argv)  # click's standalone mode ends with SystemExit, 0 on success
+        failed = False
+    except SystemExit as e:
+        failed = e.code not in (0, None)
+        raise
+    except UserError as e:
+        if debug:
+            raise
+        click.echo(f"Error: {_one_line(e)}", err=True)
+        sys.exit(1)
+    finally:
+        if failed:
+            for d in created:
+                _remove_if_empty(d)
+    sys.exit(0)
+
+
 class _Lazy(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -46,16 +121,23 @@ class _Lazy(click.Group):
     def get_command(self, ctx, name):
         return load_command(name) if name in COMMANDS else None
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        # `stagecache <command>` takes the same error path as the command's own entry point
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        _guarded(lambda argv: super(_Lazy, self).main(argv, prog_name, complete_var, True, **extra), args)
 
-main = _Lazy(name="stagecache", help="stagecache: extract frozen-backbone features once, train relation heads in minutes.")
+
+main = _Lazy(name="stagecache", help="stagecache: extract frozen-backbone features once, train relation heads in "
+             "minutes. Every command takes --debug (or STAGECACHE_DEBUG=1) to show the traceback of an error.")
 
 
 def _entry(name: str):
-    def run():
-        load_command(name)(prog_name=name)
+    def entry():
+        run(load_command(name), prog_name=name)
 
-    run.__name__ = name.replace("-", "_") + "_cli"
-    return run
+    entry.__name__ = name.replace("-", "_") + "_cli"
+    return entry
 
 
 extract_cli = _entry("extract")

@@ -8,13 +8,20 @@
 4. Write a feature-level synthetic store (features drawn so the relations hold) and run a small
    ablation on it: linear, STAGE, STAGE w/o box proximity, STAGE w/o temporal links; print the
    table and where the plots are.
+
+`--dataset jhmdb` (`run_tube_demo`): the same path for JHMDB-21-format data (extract.synthetic.tubes:
+GT pickle + Frames/ folders, `videos` per class of at most 12 frames): extraction of
+split 1 train/test, `linear` and `stage` (actors only, 2 layers, 4 heads, softmax) trained and
+evaluated with frame-mAP and video-mAP (pipelines/tube_eval.py), then the same two heads on a
+feature-level store of the same layout (`feature_videos` per class, `keyframes_per_video` frames)
+where the synthetic rule is relational. Tubes shorter than min(15, frames) are dropped (ACT: 15).
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -22,19 +29,29 @@ import yaml
 
 @dataclass
 class DemoArgs:
-    out: str = "demo_out"
-    seed: int = 0
-    videos: int = 3  # per split
-    seconds: int = 10  # per video: keyframes 902 .. 900 + seconds - 2
-    short_side: int = 96  # frames are resized to this short side before the backbone (AVA: 256)
-    extract_epochs: int = 5
-    feature_videos: int = 16  # train videos of the feature-level store (val: a third)
-    keyframes_per_video: int = 30
-    ablation_epochs: int = 8
-    device: str = "auto"
-    progress: bool = True
+    """Arguments of `demo`; each field's help is its CLI option's (pipelines/commands/options.py)."""
+
+    out: str = field(default="demo_out", metadata={"help": "Output directory (data, stores, runs, ablation)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the synthetic data and the runs."})
+    videos: int = field(default=3, metadata={"help": "Synthetic videos per split."})
+    seconds: int = field(default=10, metadata={
+        "help": "Seconds per synthetic video (keyframes 902 .. 900+seconds-2)."})
+    short_side: int = field(default=96, metadata={"help": "Frame short side fed to the backbone (AVA uses 256)."})
+    extract_epochs: int = field(default=5, metadata={"help": "Epochs of the heads trained on the extracted stores."})
+    feature_videos: int = field(default=16, metadata={
+        "help": "Train videos of the feature-level store used by the ablation."})
+    keyframes_per_video: int = field(default=30, metadata={"help": "Keyframes per video of the feature-level store."})
+    ablation_epochs: int = field(default=8, metadata={"help": "Epochs per ablation run."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    progress: bool = field(default=True, metadata={"help": "Progress bars."})
+    dataset: str = field(default="ava", metadata={
+        "help": "jhmdb: JHMDB-format synthetic data (GT pickle + frame folders; --videos per class, "
+                "<= 12 frames, --feature-videos per class x --keyframes-per-video frames at feature level), "
+                "frame-mAP and video-mAP."})
 
     def __post_init__(self):
+        if self.dataset not in DEMOS:
+            raise ValueError(f"unknown demo dataset {self.dataset!r}; valid: {', '.join(DEMOS)}")
         for name in ("videos", "seconds", "short_side", "extract_epochs", "feature_videos",
                      "keyframes_per_video", "ablation_epochs"):
             if getattr(self, name) < 1:
@@ -48,9 +65,10 @@ def _say(msg: str) -> None:
 
 
 def run_demo(args: DemoArgs) -> dict:
+    if args.dataset != "ava":
+        return DEMOS[args.dataset](args)
     from extract.features import ExtractArgs, run_extract
-    from extract.synthetic_store import make_feature_store
-    from extract.synthetic_video import make_video_dataset
+    from extract.synthetic import make_feature_store, make_video_dataset
     from pipelines.ablate import AblateArgs, ablate
     from pipelines.train import TrainArgs, train
 
@@ -126,6 +144,8 @@ def run_demo(args: DemoArgs) -> dict:
 
 
 def print_report(report: dict, echo=print) -> None:
+    if report.get("dataset", "ava") != "ava":
+        return print_tube_report(report, echo)
     out = Path(report["out"])
     echo("")
     echo("stagecache demo: done in {:.0f} s".format(report["seconds"]))
@@ -144,3 +164,96 @@ def print_report(report: dict, echo=print) -> None:
     echo(f"Results: {out / 'ablation'} (results.csv, results.md, gain_*.png)")
     echo(f"Runs:    {out / 'runs'} and {out / 'ablation' / 'runs'}")
     echo(f"Stores:  {out / 'cache'}   (inspect with: cache info {out / 'cache' / 'train.zarr'})")
+
+
+# JHMDB-21's STAGE setting (STAGE paper Sec. 4 / Table 5: actors only, no objects, 2 layers, 4 heads);
+# time_step 1 / 30 s links consecutive keyframes of a stride-1 store (a choice: the paper gives no window).
+TUBE_STAGE_ARGS = {"use_objects": False, "num_layers": 2, "num_heads": 4, "time_step": 1 / 30}
+
+
+def _tube_run(train_store, val_store, run_dir: Path, head: str, gt, *, epochs: int, args: DemoArgs,
+              min_tube_length: int) -> dict:
+    from extract import ava_io
+    from pipelines.train import TrainArgs, train
+    from pipelines.tube_eval import evaluate_split
+
+    train(TrainArgs(train_store=str(train_store), val_store=str(val_store), head=head,
+                    head_args=TUBE_STAGE_ARGS if head == "stage" else {}, out_dir=str(run_dir), epochs=epochs,
+                    batch_size=8, lr=1e-3, loss="softmax", train_boxes="gt", val_boxes="gt", early_stop=100,
+                    seed=args.seed, device=args.device, progress=args.progress,
+                    resume=(run_dir / "last.pt").exists()))
+    r = evaluate_split(gt, 1, ava_io.read_predictions(run_dir / "val_predictions.csv"), fps=30.0,
+                       min_tube_length=min_tube_length)
+    return {"frame_mAP": r.frame_map, **{f"video_mAP@{t:g}": r.video_map(t) for t in r.video_ap}}
+
+
+def run_tube_demo(args: DemoArgs) -> dict:
+    from extract.datasets.tubes_pkl import read_tube_pickle
+    from extract.features import ExtractArgs, run_extract
+    from extract.synthetic.tubes import make_tube_dataset, make_tube_feature_store
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_config.json").write_text(json.dumps(asdict(args), indent=2))
+    t_start = time.perf_counter()
+    report: dict = {"out": str(out), "dataset": args.dataset}
+    n_frames = args.keyframes_per_video
+    n_render = min(n_frames, 12)  # rendered videos stay short: every frame is a backbone clip on the CPU
+
+    _say("1/3 synthetic JHMDB-format data (JHMDB-GT.pkl + Frames/<class>/<clip>/%05d.png)")
+    data = out / "data"
+    pkl = make_tube_dataset(data, dataset="jhmdb", seed=args.seed, videos_per_class=args.videos,
+                            n_frames=n_render, height=64, width=80)
+    gt = read_tube_pickle(pkl)
+
+    _say("2/3 extract features of split 1 (slowfast_r50, RANDOM weights), train linear and stage, "
+         "frame-mAP and video-mAP")
+    stores = {}
+    for side in ("train", "test"):
+        stores[side] = out / "cache" / f"{side}1.zarr"
+        summary = run_extract(ExtractArgs(
+            split=f"{side}1", videos=str(data), label_map=None, dataset="jhmdb", annotations=str(pkl),
+            out=str(stores[side]), backbone="slowfast_r50", random_init=True,
+            sampling_overrides={"short_side": args.short_side}, batch_size=4, num_workers=1,
+            device="cpu" if args.device == "auto" else args.device, progress=args.progress))
+        report[f"extract_{side}1"] = summary
+        if summary.get("failed"):
+            raise RuntimeError(f"extraction of {side}1 failed for {summary['failed']} video(s): {summary}")
+    report["video_runs"] = {h: _tube_run(stores["train"], stores["test"], out / "runs" / f"video-{h}", h, gt,
+                                         epochs=args.extract_epochs, args=args, min_tube_length=min(15, n_render))
+                            for h in ("linear", "stage")}
+
+    _say("3/3 linear vs stage on a feature-level store of the same layout (relational rule)")
+    fdata = out / "features"
+    fpkl = make_tube_dataset(fdata, dataset="jhmdb", seed=args.seed, videos_per_class=args.feature_videos,
+                             n_frames=n_frames, render=False)
+    fs = {s: make_tube_feature_store(fpkl, fdata / f"{s}.zarr", dataset="jhmdb", split=s, seed=args.seed)
+          for s in ("train1", "test1")}
+    fgt = read_tube_pickle(fpkl)
+    report["feature_runs"] = {h: _tube_run(fs["train1"], fs["test1"], out / "runs" / f"features-{h}", h, fgt,
+                                           epochs=args.ablation_epochs, args=args,
+                                           min_tube_length=min(15, n_frames))
+                              for h in ("linear", "stage")}
+    report["seconds"] = time.perf_counter() - t_start
+    (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def print_tube_report(report: dict, echo=print) -> None:
+    out = Path(report["out"])
+    echo("")
+    echo(f"stagecache demo ({report['dataset']}): done in {report['seconds']:.0f} s")
+    for title, key in (("Extracted features (random-init SlowFast R50; meaningless features, real pipeline)",
+                        "video_runs"), ("Feature-level store (relational rule)", "feature_runs")):
+        echo("")
+        echo(f"{title}, split 1 test:")
+        echo("  head    frame-mAP  video-mAP@0.2  @0.5  @0.75")
+        for head, m in report[key].items():
+            echo(f"  {head:<7} {m['frame_mAP'] * 100:9.1f}  {m['video_mAP@0.2'] * 100:13.1f}  "
+                 f"{m['video_mAP@0.5'] * 100:4.1f}  {m['video_mAP@0.75'] * 100:5.1f}")
+    echo("")
+    echo(f"Runs:    {out / 'runs'}")
+    echo(f"Stores:  {out / 'cache'} and {out / 'features'}")
+
+
+DEMOS = {"ava": run_demo, "jhmdb": run_tube_demo}

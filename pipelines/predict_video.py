@@ -5,7 +5,7 @@
 2. Features: `extract.features.run_extract` on a one-video temporary dataset, with the backbone
    configuration recorded in the run's training store (backbone group attributes), so the features
    match the ones the head was trained on.
-3. Predictions: `pipelines.train.predict` on that store -> an AVA predictions CSV.
+3. Predictions: `pipelines.predict.predict` on that store -> an AVA predictions CSV.
 4. An annotated MP4 (PyAV): every frame within `show_seconds` of a keyframe shows that keyframe's
    boxes and top labels.
 
@@ -16,39 +16,55 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from core.boxes import box_keys
 from extract import ava_io
 
 
 @dataclass
 class PredictVideoArgs:
-    video: str
-    run_dir: str
-    out_dir: str
-    proposals: str = ""  # AVA proposals file (csv / pkl / json); or:
-    person_detector: str = ""  # a person detector of extract.detectors.PERSON_DETECTORS
-    detector_weights: str = ""
-    detector_random_init: bool = False  # tests / demo only (warns)
-    person_score: float = 0.8  # detector score threshold
-    objects: str = "none"  # object detector (extract.detectors.OBJECT_DETECTORS) for heads that need objects
-    object_weights: str = ""
-    video_name: str = ""  # AVA video id; default: the file's stem
-    time_offset: float = 0.0
-    stride: float = 1.0  # seconds between keyframes (detector mode)
-    start: float | None = None  # first / last keyframe timestamp (detector mode); default: whole
-    end: float | None = None  # seconds with 1 s of video on each side
-    score_threshold: float = 0.0  # minimum proposal score given to the head
-    top_k: int = 3
-    min_score: float = 0.3  # labels drawn on the video
-    show_seconds: float = 0.5
-    backbone_checkpoint: str = ""  # override the checkpoint recorded in the run's store
-    backbone_random_init: bool = False  # tests / demo only (warns)
-    device: str = "auto"
-    keep_temp: bool = False
+    """Arguments of `predict-video`; each field's help is its CLI option's (pipelines/commands/options.py)."""
+
+    video: str  # the command's VIDEO argument
+    run_dir: str = field(metadata={"help": "train-head run directory (its store's backbone is used)."})
+    out_dir: str = field(metadata={"help": "Output directory (CSV, MP4, proposals.csv, predict_video.json)."})
+    proposals: str = field(default="", metadata={
+        "help": "AVA proposals file (csv/pkl/json) with this video's person boxes."})
+    person_detector: str = field(default="", metadata={
+        "help": "Person detector name (extract.detectors), e.g. torchvision, instead of --proposals."})
+    detector_weights: str = field(default="", metadata={"help": "Weights file of the person detector."})
+    detector_random_init: bool = field(default=False, metadata={
+        "help": "Random-weight detector: tests and demo ONLY (warns)."})
+    person_score: float = field(default=0.8, metadata={"help": "Person detector score threshold."})
+    objects: str = field(default="none", metadata={
+        "help": "Object detector name (extract.detectors) for heads that use objects."})
+    object_weights: str = field(default="", metadata={"help": "Weights file of the object detector."})
+    video_name: str = field(default="", metadata={"help": "AVA video id. Default: the file's stem."})
+    time_offset: float = field(default=0.0, metadata={
+        "help": "video time = AVA timestamp - offset (900 for AVA's trimmed clips)."})
+    stride: float = field(default=1.0, metadata={"help": "Seconds between keyframes (detector mode)."})
+    start: float | None = field(default=None, metadata={
+        "help": "First keyframe timestamp (detector mode). Default: 1 s into the video."})
+    end: float | None = field(default=None, metadata={
+        "help": "Last keyframe timestamp (detector mode). Default: 1 s before the end."})
+    score_threshold: float = field(default=0.0, metadata={"help": "Minimum person-box score given to the head."})
+    top_k: int = field(default=3, metadata={"help": "Labels drawn per box."})
+    min_score: float = field(default=0.3, metadata={"help": "Labels below this score are not drawn."})
+    show_seconds: float = field(default=0.5, metadata={
+        "help": "Boxes of a keyframe are drawn on frames within this many seconds of it."})
+    backbone_checkpoint: str = field(default="", metadata={
+        "help": "Backbone checkpoint. Default: the one recorded in the run's store."})
+    backbone_random_init: bool = field(default=False, metadata={
+        "help": "Random-weight backbone: tests and demo ONLY (warns)."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    keep_temp: bool = field(default=False, metadata={"help": "Keep the temporary one-video dataset and store."})
+    trust_pickle: bool = field(default=False, metadata={
+        "help": "Load a --proposals pickle and the backbone checkpoint with full unpickling (can run code "
+                "in the file: only for files you trust). Default: plain data only, anything else is refused."})
 
     def __post_init__(self):
         if not Path(self.video).is_file():
@@ -91,12 +107,11 @@ def keyframe_times(args: PredictVideoArgs, duration: float) -> np.ndarray:
     return times
 
 
-def detect_people(args: PredictVideoArgs, times: np.ndarray) -> ava_io.Proposals:
-    """Run a person detector on the frames at `times` (AVA seconds)."""
-    import torch
-
+def detect_people(args: PredictVideoArgs, times: np.ndarray, *, fps: float) -> ava_io.Proposals:
+    """Run a person detector on the keyframes at `times` (AVA seconds) of a video of `fps` frames/s."""
     from extract.detectors import build_person_detector
-    from pipelines.visualize import read_frame
+    from extract.detectors.keyframes import detect_keyframes
+    from extract.video import open_video
 
     kw = {"score_thresh": args.person_score}
     if args.detector_weights:
@@ -105,21 +120,21 @@ def detect_people(args: PredictVideoArgs, times: np.ndarray) -> ava_io.Proposals
         kw["random_init"] = True
     det = build_person_detector(args.person_detector, **kw)
     videos, ts, boxes, scores = [], [], [], []
-    for t in times:
-        frame = torch.from_numpy(read_frame(args.video, float(t) - args.time_offset)).permute(2, 0, 1).float() / 255
-        (d,) = det(frame[None], keys=[(args.video_name, float(t))])
-        n = len(d)
-        videos += [args.video_name] * n
-        ts += [float(t)] * n
-        boxes.append(d.box.cpu().numpy().reshape(-1, 4))
-        scores.append(d.score.cpu().numpy().reshape(-1))
+    # One keyframe per batch, as the detector saw them before it shared the keyframe loop.
+    with open_video(args.video, fps=fps, time_offset=args.time_offset) as reader:
+        for s, ((d,),) in detect_keyframes((det,), reader, args.video_name, times, batch_size=1):
+            n = len(d)
+            videos += [args.video_name] * n
+            ts += [float(times[s])] * n
+            boxes.append(d.box.cpu().numpy().reshape(-1, 4))
+            scores.append(d.score.cpu().numpy().reshape(-1))
     return ava_io.Proposals(video=np.asarray(videos, dtype=object), timestamp=np.asarray(ts, dtype=np.float64),
                             box=np.concatenate(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32),
                             score=np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32))
 
 
 def video_proposals(args: PredictVideoArgs) -> ava_io.Proposals:
-    props = ava_io.read_proposals(args.proposals)
+    props = ava_io.read_proposals(args.proposals, trust_pickle=args.trust_pickle)
     keep = props.video == args.video_name
     if not keep.any():
         raise ValueError(f"{args.proposals}: no proposals for video {args.video_name!r}")
@@ -170,8 +185,7 @@ def write_annotated_video(src, dst, preds: ava_io.Predictions, label_names: dict
     keys = ava_io.timestamp_keys(preds.timestamp)
     for k in np.unique(keys):
         rows = np.nonzero(keys == k)[0]
-        bkey = np.round(preds.box[rows].astype(np.float64) * 1e4).astype(np.int64)
-        uniq, inv = np.unique(bkey, axis=0, return_inverse=True)
+        uniq, inv = np.unique(box_keys(preds.box[rows]), axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         boxes, labels = [], []
         for u in range(len(uniq)):
@@ -221,7 +235,7 @@ def run_config(run_dir) -> dict:
 def run_predict_video(args: PredictVideoArgs, echo=print) -> dict[str, Path]:
     """Detect (or read proposals), extract, predict, draw. Returns {"csv", "video", "proposals", "config"}."""
     from extract.store import open_store
-    from pipelines.train import PredictArgs, predict
+    from pipelines.predict import PredictArgs, predict
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +244,7 @@ def run_predict_video(args: PredictVideoArgs, echo=print) -> dict[str, Path]:
     if args.proposals:
         props = video_proposals(args)
     else:
-        props = detect_people(args, keyframe_times(args, info["duration"]))
+        props = detect_people(args, keyframe_times(args, info["duration"]), fps=info["fps"])
     if len(props) == 0:
         raise ValueError(f"{args.video}: no person found on any keyframe; nothing to predict")
     ava_io.write_proposals_csv(out / "proposals.csv", props)
@@ -291,7 +305,7 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
     attributes are checked against the training store's so the head sees the same kind of features."""
     from extract.features import ExtractArgs, run_extract
     from extract.store import open_store
-    from pipelines.train import resolve_device
+    from pipelines.steps import resolve_device
 
     tstore = open_store(cfg["train_store"])
     group, attrs = _backbone_attrs(cfg, tstore)
@@ -332,7 +346,8 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
         backbone_kwargs=kwargs, sampling_overrides=sampling, save=tuple(attrs.get("levels") or ()),
         context_grid=attrs.get("context_grid"), roi_resolution=int(attrs.get("roi_resolution", 7)),
         roi_aligned=bool(attrs.get("roi_aligned", True)), time_offset=args.time_offset,
-        fps=float(base.get("fps", 30.0)), device=str(resolve_device(args.device)), num_workers=1, progress=False)
+        fps=float(base.get("fps", 30.0)), device=str(resolve_device(args.device)), num_workers=1, progress=False,
+        trust_pickle=args.trust_pickle)
     echo(f"[predict-video] extracting {group} features ({attrs['backbone']})")
     summary = run_extract(eargs)
     if summary.get("failed"):

@@ -1,25 +1,28 @@
 """`visualize`: pictures of a keyframe: boxes, predicted labels and scores, and what relation heads
 attend to (STAGE: lines from an actor to its graph neighbours; ACAR-Net: HR²O attention heat maps).
 
-Attention is the weights the head actually computed in its forward pass, recorded while it runs:
-- STAGE: a forward pre-hook on every `STAGELayer` records its `BlockGraph`, and the layer's call of
-  `heads.stage.blocked_softmax` is wrapped (for the duration of one forward) to record its output,
-  the softmax weights of Eq. 6. Nothing is recomputed here.
-- ACAR-Net: the `heads.acar.masked_softmax` call of `spatial_attention` is wrapped the same way
-  and records Att^{ij}_{xy} (H, W, N, M) of every HR²O block.
-(A `last_attention` attribute on the heads would make the wrapping unnecessary; see the report.)
+Attention is the weights the head actually computed in its forward pass, as returned by its
+`forward_with_attention` (heads/protocol.py, `Attention`); nothing is recomputed or patched here:
+- kind "graph" (STAGE): per layer the head-averaged softmax weights of Eq. 6 over the graph's
+  nodes and the graph's connectivity; drawn as lines from an actor to its neighbours.
+- kind "spatial" (ACAR-Net, hr2o="nl"): Att^{ij}_{xy} (H, W, N, M) of every HR²O block; drawn as
+  heat maps. Heads that return no attention get boxes and labels only.
 
 Pictures are PNG files drawn with matplotlib's Agg backend at exactly the frame's pixel size, with
 no time-dependent metadata, so the same inputs give the same bytes.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.boxes import box_keys, check_box_set
+from core.timekeys import TIME_EPS
+from extract.video import VideoReader
+from heads import Attention
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#469990", "#9a6324"]
@@ -30,26 +33,8 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
 
 def read_frame(path: str | Path, seconds: float) -> np.ndarray:
     """The frame shown at `seconds` into the video (last frame with time <= seconds), (H, W, 3) uint8."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except Exception as e:  # PyAV raises several error types for unreadable files
-        raise ValueError(f"cannot open video {path}: {e}") from None
-    with container:
-        stream = container.streams.video[0]
-        tb = float(stream.time_base)
-        container.seek(max(0, int(max(seconds - 1.0, 0.0) / tb)), stream=stream, backward=True)
-        best = None
-        for frame in container.decode(stream):
-            t = frame.pts * tb if frame.pts is not None else 0.0
-            if best is None or t <= seconds + 1e-4:
-                best = frame
-            if t > seconds + 1e-4:
-                break
-        if best is None:
-            raise ValueError(f"{path}: no frame decoded near {seconds:.3f} s")
-        return best.to_ndarray(format="rgb24")
+    with VideoReader(path) as reader:  # extract/video.py's seeking and frame choice
+        return reader.read_times(np.array([float(seconds)]))[0]
 
 
 def blank_canvas(width: int, height: int) -> np.ndarray:
@@ -161,86 +146,10 @@ def draw_heatmaps(path: str | Path, image: np.ndarray, actor_boxes: np.ndarray, 
     _save(fig, plt, Path(path))
 
 
-# ----------------------------------------------------------------------------- attention capture
+# ----------------------------------------------------------------------------- attention (heads.Attention)
 
 
-@dataclass
-class StageAttention:
-    """Per layer, the head-averaged attention (N, N) (row i: what node i receives from each j) and the
-    connectivity (N, N) of the graph; nodes are the batch's actors then objects."""
-
-    weights: list[torch.Tensor] = field(default_factory=list)
-    connected: list[torch.Tensor] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _wrap(module, name: str, record: list, keep=lambda out, args: True):
-    real = getattr(module, name)
-
-    def wrapper(*args, **kw):
-        out = real(*args, **kw)
-        if keep(out, args):
-            record.append(out.detach())
-        return out
-
-    setattr(module, name, wrapper)
-    try:
-        yield
-    finally:
-        setattr(module, name, real)
-
-
-def _dense(g, wgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blocked weights (P, H, n_max, n_max) of BlockGraph g -> dense (N, N) mean over heads + connectivity."""
-    n = g.node_index.shape[0]
-    table = torch.full((g.num_kf * g.n_max,), -1, dtype=torch.long, device=g.node_index.device)
-    table[g.node_index] = torch.arange(n, device=table.device)
-    table = table.view(g.num_kf, g.n_max)  # (K, n_max) node of each slot
-    W = torch.zeros(n, n, dtype=torch.float32)
-    C = torch.zeros(n, n, dtype=torch.bool)
-    w = wgt.float().mean(1).cpu()  # (P, n_max, n_max)
-    for p in range(g.pair_tgt.shape[0]):
-        rows, cols = table[g.pair_tgt[p]].cpu(), table[g.pair_src[p]].cpu()
-        m = g.mask[p].cpu() & (rows[:, None] >= 0) & (cols[None, :] >= 0)
-        r, c = torch.nonzero(m, as_tuple=True)
-        W[rows[r], cols[c]] = w[p][r, c]
-        C[rows[r], cols[c]] = True
-    return W, C
-
-
-@torch.no_grad()
-def stage_attention(head, x) -> tuple[torch.Tensor, StageAttention]:
-    """Run a STAGEHead on x and record each layer's attention; returns (logits, StageAttention)."""
-    import heads.stage as stage_mod
-
-    graphs, weights = [], []
-    hooks = [layer.register_forward_pre_hook(lambda mod, args: graphs.append(args[2])) for layer in head.layers]
-    try:
-        with _wrap(stage_mod, "blocked_softmax", weights):
-            logits = head(x)
-    finally:
-        for hk in hooks:
-            hk.remove()
-    att = StageAttention()
-    for g, wgt in zip(graphs, weights):
-        W, C = _dense(g, wgt)
-        att.weights.append(W)
-        att.connected.append(C)
-    return logits, att
-
-
-@torch.no_grad()
-def acar_attention(head, x) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run an ACARHead (hr2o='nl') on x; returns (logits, [Att (H, W, N, M) per HR²O block])."""
-    import heads.acar as acar_mod
-
-    maps: list[torch.Tensor] = []
-    with _wrap(acar_mod, "masked_softmax", maps, keep=lambda out, args: out.dim() == 4):
-        logits = head(x)
-    return logits, maps
-
-
-def stage_edges(att: StageAttention, layer: int, actors: list[int], nodes_same_kf: list[int],
+def stage_edges(att: Attention, layer: int, actors: list[int], nodes_same_kf: list[int],
                 min_weight: float = 0.0) -> list[Edge]:
     """Edges from each chosen actor to the connected nodes of its own keyframe (not itself)."""
     W, C = att.weights[layer], att.connected[layer]
@@ -269,24 +178,32 @@ def acar_actor_maps(att: torch.Tensor, actors: list[int]) -> np.ndarray:
 
 @dataclass
 class VisualizeArgs:
-    out_dir: str
-    timestamp: float
-    video: str = ""  # video file; empty: a blank canvas
-    video_name: str = ""  # AVA video id; default: the video file's stem
-    time_offset: float = 0.0  # video_time = timestamp - time_offset (900 for trimmed AVA clips)
-    predictions: str = ""  # AVA predictions CSV ...
-    label_map: str = ""  # ... and its label map (default: the AVA 60-class list)
-    run_dir: str = ""  # or a train-head run + a store (needed for attention)
-    store: str = ""
-    boxes: str = "proposals"
-    score_threshold: float = 0.8
-    top_k: int = 3
-    min_score: float = 0.05
-    actor: int = -1  # actor whose attention is drawn; -1: every actor
-    layer: int = -1
-    width: int = 640  # blank canvas size
-    height: int = 360
-    device: str = "cpu"
+    """Arguments of `visualize`; each field's help is its CLI option's (pipelines/commands/options.py)."""
+
+    out_dir: str = field(metadata={"help": "Output directory for the PNG files."})
+    timestamp: float = field(metadata={"help": "Keyframe timestamp (AVA seconds)."})
+    video: str = field(default="", metadata={"help": "Video file to take the frame from. Default: a blank canvas."})
+    video_name: str = field(default="", metadata={
+        "help": "AVA video id in the predictions/store. Default: the video file's stem."})
+    time_offset: float = field(default=0.0, metadata={
+        "help": "video time = timestamp - offset (900 for AVA's trimmed clips and the synthetic data)."})
+    predictions: str = field(default="", metadata={
+        "help": "AVA predictions CSV to draw (alternative to --run/--store)."})
+    label_map: str = field(default="", metadata={
+        "help": "Label map of --predictions. Default: the AVA 60-class list."})
+    run_dir: str = field(default="", metadata={
+        "help": "train-head run directory: predict the keyframe and draw attention."})
+    store: str = field(default="", metadata={"help": "Feature store holding the keyframe (with --run)."})
+    boxes: str = field(default="proposals", metadata={"help": "Actor boxes (with --run)."})
+    score_threshold: float = field(default=0.8, metadata={"help": "Minimum proposal score (with --run)."})
+    top_k: int = field(default=3, metadata={"help": "Labels shown per actor."})
+    min_score: float = field(default=0.05, metadata={"help": "Labels below this score are not shown."})
+    actor: int = field(default=-1, metadata={
+        "help": "Actor (index on the keyframe) whose STAGE attention is drawn; -1: all."})
+    layer: int = field(default=-1, metadata={"help": "Layer / HR2O block whose attention is drawn (-1: the last)."})
+    width: int = field(default=640, metadata={"help": "Blank canvas width."})
+    height: int = field(default=360, metadata={"help": "Blank canvas height."})
+    device: str = field(default="cpu", metadata={"help": "Device for the head (cpu, cuda, auto)."})
 
     def __post_init__(self):
         if bool(self.predictions) == bool(self.run_dir):
@@ -297,8 +214,7 @@ class VisualizeArgs:
             raise ValueError("give --video or --video-name")
         if self.video and not Path(self.video).exists():
             raise ValueError(f"video {self.video} not found")
-        if self.boxes not in ("gt", "proposals", "gt+proposals"):
-            raise ValueError(f"boxes must be gt, proposals or gt+proposals, got {self.boxes!r}")
+        check_box_set(self.boxes)
         if self.top_k < 1 or self.width < 16 or self.height < 16:
             raise ValueError("top_k must be >= 1 and the canvas at least 16x16")
         if not self.video_name:
@@ -322,8 +238,7 @@ def from_predictions(args: VisualizeArgs) -> tuple[np.ndarray, list[list[tuple[s
     if not keep.any():
         raise ValueError(f"{args.predictions}: no predictions for {args.video_name} at {args.timestamp}")
     box = pred.box[keep]
-    key = np.round(box.astype(np.float64) * 1e4).astype(np.int64)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    uniq, inv = np.unique(box_keys(box), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     first = [int(np.nonzero(inv == u)[0][0]) for u in range(len(uniq))]
     order = sorted(range(len(uniq)), key=lambda u: first[u])  # boxes in file order
@@ -338,14 +253,14 @@ def from_predictions(args: VisualizeArgs) -> tuple[np.ndarray, list[list[tuple[s
 
 def _keyframe_batch(args: VisualizeArgs, device):
     """The trained head, its config and the HeadInput of the asked keyframe (+ temporal context)."""
-    from pipelines.train import load_run_split, load_trained
+    from pipelines.run_dir import load_run_split, load_trained
 
     head, cfg = load_trained(args.run_dir, device)
     store, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device)
     if args.video_name not in g.video_names:
         raise ValueError(f"store {args.store} has no video {args.video_name!r}")
     v = g.video_names.index(args.video_name)
-    hit = torch.nonzero((g.kf_video.cpu() == v) & ((g.kf_time.cpu() - args.timestamp).abs() < 1e-3)).flatten()
+    hit = torch.nonzero((g.kf_video.cpu() == v) & ((g.kf_time.cpu() - args.timestamp).abs() < TIME_EPS)).flatten()
     if len(hit) == 0:
         raise ValueError(f"store {args.store}: no keyframe {args.video_name} {args.timestamp}")
     x, rows = g.batch(hit, cfg["temporal_radius"])
@@ -365,21 +280,16 @@ def run_visualize(args: VisualizeArgs) -> list[Path]:
         return [out / f"{stem}.png"]
 
     from pipelines import losses
-    from pipelines.train import resolve_device
+    from pipelines.steps import resolve_device
 
     device = resolve_device(args.device)
     head, cfg, store, x = _keyframe_batch(args, device)
     ids = cfg["label_ids"]
     names = dict(zip(ids, store.attrs["label_names"]))
-    kind = type(head).__name__
-    stage_att, acar_maps = None, None
-    if kind == "STAGEHead":
-        logits, stage_att = stage_attention(head, x)
-    elif kind == "ACARHead" and getattr(head, "hr2o_kind", "nl") == "nl":
-        logits, acar_maps = acar_attention(head, x)
-    else:
-        with torch.no_grad():
-            logits = head(x)
+    with torch.no_grad():
+        logits, att = head.forward_with_attention(x)
+    stage_att = att if att is not None and att.kind == "graph" else None
+    acar_maps = att.weights if att is not None and att.kind == "spatial" else None
     pose_cols = losses.pose_columns(ids, cfg["pose_ids"])
     scores = losses.scores(logits.float().cpu(), cfg["loss"], pose_cols).numpy()  # (A, L)
     q = torch.nonzero(x.is_query.cpu()).flatten().tolist()  # actors of the asked keyframe
@@ -392,8 +302,9 @@ def run_visualize(args: VisualizeArgs) -> list[Path]:
     onames = [obj_classes[oc[j]] if 0 <= oc[j] < len(obj_classes) else str(oc[j]) for j in objs]
     edges = []
     if stage_att is not None:
-        # Node ids: actors of the batch, then its objects (STAGEHead.node_features); map to local drawing ids.
-        use_obj = bool(getattr(head, "use_objects", True))
+        # Node ids: actors of the batch, then its objects when the head used them (Attention "graph");
+        # map to local drawing ids.
+        use_obj = stage_att.weights[0].shape[0] == x.num_actors + x.num_objects if stage_att.weights else False
         node_ids = q + ([x.num_actors + j for j in objs] if use_obj else [])
         chosen = q if args.actor < 0 else [q[args.actor]]
         local = {n: k for k, n in enumerate(node_ids)}

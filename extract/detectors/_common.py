@@ -1,23 +1,12 @@
 """Helpers shared by the detectors: post-processing of people, warnings, box scaling."""
 from __future__ import annotations
 
-import warnings
 
 import torch
 from torch import Tensor
 from torchvision.ops import nms
 
 from . import Detections
-
-
-class RandomWeightsWarning(UserWarning):
-    """A detector runs with random weights: its outputs are meaningless (tests / demo only)."""
-
-
-def warn_random_init(what: str) -> None:
-    msg = (f"{what} is RANDOMLY INITIALISED (random_init=True): its detections and features are "
-           "meaningless. Use this only for tests and the demo; pass real weights for any experiment.")
-    warnings.warn(msg, RandomWeightsWarning, stacklevel=3)
 
 
 def check_weights_arg(what: str, weights, random_init: bool) -> None:

@@ -10,9 +10,14 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from extract.errors import UserError
+from extract.safe_pickle import load_pickle, torch_load
 
 from . import Detections, ObjectDetections
 from ._common import check_frames, check_post_args, filter_people
@@ -38,15 +43,54 @@ def require_detectron2():
     return get_cfg, build_model, DetectionCheckpointer
 
 
-def _build(config: str, weights: str, device: str, opts):
+class WeightsFormatError(UserError, ValueError):
+    """A detectron2 weights file without the structure its extension promises."""
+
+
+def read_d2_weights(path: str, *, trust_pickle: bool = False) -> dict:
+    """What detectron2's `DetectionCheckpointer._load_file` returns for `path`, read without running
+    code from the file: detectron2 model-zoo `.pkl` (`{"model", "__author__", ...}`) as is; Caffe2 /
+    Detectron `.pkl` (`{"blobs": ...}` or bare blobs) as `{"model": blobs without *_momentum,
+    "__author__": "Caffe2", "matching_heuristics": True}`; pycls `.pyth` as its `model_state`
+    without num_batches_tracked; any other torch file as `{"model": ..., "matching_heuristics":
+    True}`. `UnsafePickleError` for a file needing more than plain data, unless `trust_pickle`."""
+    p = Path(path)
+    if p.suffix == ".pkl":
+        data = load_pickle(p, trust=trust_pickle, encoding="latin1")
+        if not isinstance(data, dict):
+            raise WeightsFormatError(f"{path}: a detectron2 / Caffe2 .pkl must hold a dict, got {type(data).__name__}")
+        if "model" in data and "__author__" in data:
+            return data
+        data = data.get("blobs", data)  # Detection models have "blobs", ImageNet ones do not
+        return {"model": {k: v for k, v in data.items() if not str(k).endswith("_momentum")},
+                "__author__": "Caffe2", "matching_heuristics": True}
+    data = torch_load(p, map_location="cpu", trust=trust_pickle)
+    if p.suffix == ".pyth":
+        if not isinstance(data, dict) or "model_state" not in data:
+            raise WeightsFormatError(f"{path}: a pycls .pyth must hold 'model_state'")
+        return {"model": {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")},
+                "__author__": "pycls", "matching_heuristics": True}
+    if not isinstance(data, dict) or "model" not in data:
+        data = {"model": data}
+    return {**data, "matching_heuristics": True}
+
+
+def _build(config: str, weights: str, device: str, opts, trust_pickle: bool = False):
     get_cfg, build_model, DetectionCheckpointer = require_detectron2()
+
+    class SafeCheckpointer(DetectionCheckpointer):
+        """detectron2's loading (name matching, Caffe2 conversion) of a file read by `read_d2_weights`."""
+
+        def _load_file(self, filename):
+            return read_d2_weights(filename, trust_pickle=trust_pickle)
+
     cfg = get_cfg()
     cfg.merge_from_file(config)
     cfg.merge_from_list(list(opts or ()))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = weights
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    SafeCheckpointer(model).load(weights)
     return cfg, model.eval()
 
 
@@ -65,9 +109,10 @@ class Detectron2PersonDetector:
     """A detectron2 detector keeping `person_class`; threshold, NMS and cap as the torchvision one."""
 
     def __init__(self, *, config: str, weights: str, score_thresh: float = 0.8, nms_thresh: float = 0.5,
-                 max_per_frame: int = 50, person_class: int = 0, device: str = "cpu", opts=()):
+                 max_per_frame: int = 50, person_class: int = 0, device: str = "cpu", opts=(),
+                 trust_pickle: bool = False):
         check_post_args("detectron2 person detector", score_thresh, nms_thresh, max_per_frame)
-        self.cfg, self.model = _build(config, weights, device, opts)
+        self.cfg, self.model = _build(config, weights, device, opts, trust_pickle)
         self.score_thresh, self.nms_thresh, self.max_per_frame = score_thresh, nms_thresh, max_per_frame
         self.person_class = person_class
         self.device = torch.device(device)
@@ -98,8 +143,8 @@ class Detectron2VGDetector:
     def __init__(self, *, config: str, weights: str, vg_classes: str | None = None, min_size: int = 600,
                  max_size: int = 1000, score_thresh: float = 0.2, nms_thresh: float = 0.3,
                  max_objects: int = 25, min_objects: int = 0, box_source: str = "regressed",
-                 device: str = "cpu", opts=()):
-        self.cfg, self.model = _build(config, weights, device, opts)
+                 device: str = "cpu", opts=(), trust_pickle: bool = False):
+        self.cfg, self.model = _build(config, weights, device, opts, trust_pickle)
         self.num_classes = self.cfg.MODEL.ROI_HEADS.NUM_CLASSES
         self.class_names = read_class_names(vg_classes, self.num_classes)
         self.min_size, self.max_size = min_size, max_size

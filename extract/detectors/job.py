@@ -10,7 +10,10 @@ Outputs in `out_dir`:
 - `object_classes.txt` (one class name per line, line i = class id i) and
   `detections_config.json` (the resolved arguments).
 Keyframes come from a CSV whose first two columns are video,timestamp (any AVA annotations or
-proposals file), or from a `start:end[:step]` range applied to every video found.
+proposals file), or from a `start:end[:step]` range applied to every video found, or (JHMDB-21 /
+UCF101-24, `dataset` jhmdb|ucf24) from the GT pickle: the keyframes `extract features --dataset`
+stores for the same split, side and stride (timestamp = (frame - 1) / fps), over the dataset's
+frame folders, so its proposals CSV feeds `extract features --dataset ... --proposals`.
 """
 from __future__ import annotations
 
@@ -18,56 +21,127 @@ import csv
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from core.atomic import atomic_open, atomic_path
+
+from extract.datasets.tube_boxes import keyframe_times
+from extract.datasets.tubes_pkl import TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle
+from extract.errors import UserError
+
 from . import OBJECT_DETECTORS, PERSON_DETECTORS, build_object_detector, build_person_detector
+from .keyframes import detect_keyframes
+
+
+class DetectionsInputError(UserError, ValueError):
+    """Videos missing from --video-dir, or an --out folder of other arguments (one-line CLI error)."""
 
 
 @dataclass
 class DetectionsArgs:
-    video_dir: str
-    out_dir: str
-    keyframes: str | None = None  # CSV with video,timestamp in its first two columns
-    timestamps: str | None = None  # "902:1798[:1]" inclusive range for every video found
-    videos: tuple[str, ...] = ()  # restrict to these video ids
-    fps: float = 30.0
-    time_offset: float = 0.0  # video_time = timestamp - time_offset (see extract/video.py)
-    kinetics_names: bool = False
-    person_detector: str = "torchvision"  # or "none"
-    person_weights: str | None = None
-    person_config: str | None = None  # detectron2 config
-    person_file: str | None = None  # precomputed proposals (CSV / pkl / json)
-    person_score_thresh: float = 0.8
-    person_nms_thresh: float = 0.5
-    person_max: int = 50
-    person_min_size: int = 800  # torchvision input shortest side
-    person_max_size: int = 1333
-    objects: str = "none"
-    vg_weights: str | None = None
-    vg_config: str | None = None  # vg-detectron2 config
-    vg_classes: str | None = None
-    objects_file: str | None = None  # precomputed TSV / npz
-    object_score_thresh: float = 0.2
-    object_nms_thresh: float = 0.3
-    max_objects: int = 25
-    min_objects: int = 0
-    box_source: str = "regressed"
-    vg_min_size: int = 600
-    vg_max_size: int = 1000
-    random_init: bool = False
-    batch_size: int = 4
-    device: str = "cpu"
-    overwrite: bool = False
+    """Arguments of `extract detections`; each field's help is its CLI option's
+    (pipelines/commands/options.py)."""
+
+    video_dir: str = field(metadata={"help": "Folder of videos (<id>.mp4 ...) or PySlowFast frame folders."})
+    out_dir: str = field(metadata={
+        "help": "Output folder: proposals.csv, objects.csv, parts/<video>.npz (features), config JSON."})
+    keyframes: str | None = field(default=None, metadata={
+        "help": "CSV whose first two columns are video,timestamp (e.g. AVA annotations). [default: none]"})
+    timestamps: str | None = field(default=None, metadata={  # inclusive range for every video found
+        "help": "start:end[:step] seconds for every video found, e.g. 902:1798. [default: none]"})
+    videos: tuple[str, ...] = field(default=(), metadata={"help": "Only these video ids (repeatable). [default: all]"})
+    fps: float | None = field(default=None, metadata={
+        "help": "Frame-grid rate of the videos (jhmdb/ucf24: also timestamp = (frame - 1) / fps). "
+                "[default: 30; ucf24: 25]"})
+    dataset: str = field(default="ava", metadata={
+        "help": "jhmdb / ucf24: keyframes from the --annotations GT pickle (every annotated frame of the split "
+                "and side, as extract features stores them), --video-dir is the dataset root; any other name: "
+                "--keyframes or --timestamps."})
+    annotations: str | None = field(default=None, metadata={
+        "help": "jhmdb/ucf24: the ACT GT pickle (JHMDB-GT.pkl / UCF101v2-GT.pkl). [default: none]"})
+    split: str | None = field(default=None, metadata={
+        "help": "jhmdb/ucf24: split N with --side, or train<N> / test<N>. [default: none]"})
+    side: str | None = field(default=None, metadata={
+        "help": "jhmdb/ucf24: which videos of split N. [default: none]"})
+    frame_stride: int | None = field(default=None, metadata={
+        "help": "jhmdb/ucf24: keyframes at frames 1, 1+N, ... that have a GT box. [default: every annotated frame]"})
+    time_offset: float = field(default=0.0, metadata={  # see extract/video.py
+        "help": "video time = timestamp - offset (900 for AVA's trimmed 15-min clips / frame folders)."})
+    kinetics_names: bool = field(default=False, metadata={
+        "help": "Videos named <id>_<start>_<end>: offset = start per video."})
+    person_detector: str = field(default="torchvision", metadata={"help": "Person detector."})
+    person_weights: str | None = field(default=None, metadata={
+        "help": "torchvision state_dict (fasterrcnn_resnet50_fpn_v2 COCO) or detectron2 weights. [default: none]"})
+    person_config: str | None = field(default=None, metadata={
+        "help": "detectron2 config file for --person-detector detectron2. [default: none]"})
+    person_file: str | None = field(default=None, metadata={
+        "help": "Proposals file (CSV / MMAction2 pkl / COCO json) for --person-detector precomputed. [default: none]"})
+    person_score_thresh: float = field(default=0.8, metadata={"help": "Minimum person score."})
+    person_nms_thresh: float = field(default=0.5, metadata={"help": "Person NMS IoU (1 = no NMS)."})
+    person_max: int = field(default=50, metadata={"help": "Maximum people per keyframe."})
+    person_min_size: int = field(default=800, metadata={"help": "torchvision person detector input shortest side."})
+    person_max_size: int = field(default=1333, metadata={"help": "torchvision person detector input longest side."})
+    objects: str = field(default="none", metadata={
+        "help": "Object detector: built-in VG Faster R-CNN, the same through detectron2, bottom-up-attention "
+                "TSV/npz files, or none."})
+    vg_weights: str | None = field(default=None, metadata={
+        "help": "faster_rcnn_from_caffe_attr.pkl / faster_rcnn_from_caffe.pkl (or a detectron2 .pth). [default: none]"})
+    vg_config: str | None = field(default=None, metadata={
+        "help": "py-bottom-up-attention config for --objects vg-detectron2. [default: none]"})
+    vg_classes: str | None = field(default=None, metadata={
+        "help": "objects_vocab.txt (1600 lines); without it classes are named vg_<i>. [default: none]"})
+    objects_file: str | None = field(default=None, metadata={
+        "help": "bottom-up-attention TSV, npz file or folder of npz for --objects precomputed. [default: none]"})
+    object_score_thresh: float = field(default=0.2, metadata={
+        "help": "Minimum object score (bottom-up attention: 0.2)."})
+    object_nms_thresh: float = field(default=0.3, metadata={"help": "Per-class NMS IoU for objects."})
+    max_objects: int = field(default=25, metadata={"help": "Maximum objects per keyframe (top by score)."})
+    min_objects: int = field(default=0, metadata={
+        "help": "Minimum objects per keyframe (filled with the best remaining proposals)."})
+    box_source: str = field(default="regressed", metadata={
+        "help": "Object box: class-regressed (py-bottom-up-attention) or the RPN proposal (Caffe generate_tsv)."})
+    vg_min_size: int = field(default=600, metadata={"help": "VG detector input shortest side."})
+    vg_max_size: int = field(default=1000, metadata={"help": "VG detector input longest side."})
+    random_init: bool = field(default=False, metadata={
+        "help": "Random detector weights: TESTS/DEMO ONLY, the detections are meaningless."})
+    batch_size: int = field(default=4, metadata={"help": "Keyframes per batch."})
+    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Recompute videos already in --out (otherwise they are kept and the job resumes)."})
+    trust_pickle: bool = field(default=False, metadata={  # extract.safe_pickle
+        "help": "Load weights, --person-file pickles and npz files with full unpickling (can run code in "
+                "the file: only for files you trust). Default: plain data only, anything else is refused."})
 
     def __post_init__(self):
         self.videos = tuple(self.videos)
         if not os.path.isdir(self.video_dir):
             raise ValueError(f"video_dir {self.video_dir} is not a directory")
-        if (self.keyframes is None) == (self.timestamps is None):
+        tube = TUBE_DATASETS.get(self.dataset)
+        if tube is not None:  # JHMDB-21 / UCF101-24: the split's keyframes from the GT pickle
+            if self.annotations is None or self.split is None:
+                raise ValueError(f"dataset {self.dataset} needs annotations (the GT pickle) and split")
+            if not os.path.isfile(self.annotations):
+                raise ValueError(f"annotations file {self.annotations} does not exist")
+            if self.keyframes is not None or self.timestamps is not None or self.kinetics_names:
+                raise ValueError(f"dataset {self.dataset} takes its keyframes from annotations: "
+                                 "no keyframes, timestamps or kinetics_names")
+            if self.split.isdigit():
+                if self.side is None:
+                    raise ValueError("split N needs side train|test")
+                self.split = f"{self.side}{self.split}"
+            parse_split(self.split)
+            if self.frame_stride is not None and self.frame_stride < 1:
+                raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        elif any(x is not None for x in (self.annotations, self.split, self.side, self.frame_stride)):
+            raise ValueError(f"annotations, split, side and frame_stride are for dataset "
+                             f"{' / '.join(sorted(TUBE_DATASETS))}")
+        elif (self.keyframes is None) == (self.timestamps is None):
             raise ValueError("give exactly one of keyframes (a CSV) and timestamps (start:end[:step])")
+        if self.fps is None:
+            self.fps = tube.fps if tube is not None else 30.0
         if self.keyframes is not None and not os.path.isfile(self.keyframes):
             raise ValueError(f"keyframes file {self.keyframes} does not exist")
         if self.timestamps is not None:
@@ -129,6 +203,15 @@ def read_keyframe_csv(path: str) -> dict[str, np.ndarray]:
     return {v: np.array(sorted(t)) for v, t in out.items()}
 
 
+def _tube_plan(a: DetectionsArgs) -> tuple[dict, dict[str, np.ndarray]]:
+    """JHMDB-21 / UCF101-24: (video -> (frame folder or file, offset 0), video -> keyframe timestamps)."""
+    gt = read_tube_pickle(a.annotations, trust=a.trust_pickle)
+    side, index = parse_split(a.split)
+    split_videos = gt.videos(side, index)
+    plan = keyframe_times(gt, split_videos, fps=a.fps, frame_stride=a.frame_stride or 1)
+    return find_tube_videos(a.video_dir, dataset_spec(a.dataset), split_videos), plan
+
+
 def _build_detectors(a: DetectionsArgs):
     person = None
     if a.person_detector == "torchvision":
@@ -139,35 +222,31 @@ def _build_detectors(a: DetectionsArgs):
     elif a.person_detector == "detectron2":
         person = build_person_detector("detectron2", config=a.person_config, weights=a.person_weights,
                                        score_thresh=a.person_score_thresh, nms_thresh=a.person_nms_thresh,
-                                       max_per_frame=a.person_max, device=a.device)
+                                       max_per_frame=a.person_max, device=a.device, trust_pickle=a.trust_pickle)
     elif a.person_detector == "precomputed":
         person = build_person_detector("precomputed", path=a.person_file, score_thresh=a.person_score_thresh,
-                                       nms_thresh=a.person_nms_thresh, max_per_frame=a.person_max, device=a.device)
+                                       nms_thresh=a.person_nms_thresh, max_per_frame=a.person_max, device=a.device,
+                                       trust_pickle=a.trust_pickle)
     post = dict(score_thresh=a.object_score_thresh, nms_thresh=a.object_nms_thresh, max_objects=a.max_objects,
                 min_objects=a.min_objects, box_source=a.box_source, device=a.device)
     vg = None
     if a.objects == "vg" or (a.objects == "precomputed" and (a.vg_weights or a.random_init)):
         vg = build_object_detector("vg", weights=a.vg_weights, random_init=a.random_init and not a.vg_weights,
-                                   vg_classes=a.vg_classes, min_size=a.vg_min_size, max_size=a.vg_max_size, **post)
+                                   vg_classes=a.vg_classes, min_size=a.vg_min_size, max_size=a.vg_max_size,
+                                   trust_pickle=a.trust_pickle, **post)
     if a.objects == "vg":
         objects = vg
     elif a.objects == "vg-detectron2":
         objects = build_object_detector("vg-detectron2", config=a.vg_config, weights=a.vg_weights,
                                         vg_classes=a.vg_classes, min_size=a.vg_min_size, max_size=a.vg_max_size,
-                                        **post)
+                                        trust_pickle=a.trust_pickle, **post)
     elif a.objects == "precomputed":
         objects = build_object_detector("precomputed", path=a.objects_file, feature_extractor=vg,
                                         max_objects=a.max_objects, score_thresh=0.0, vg_classes=a.vg_classes,
-                                        device=a.device)
+                                        device=a.device, trust_pickle=a.trust_pickle)
     else:
         objects = build_object_detector("none")
     return person, objects
-
-
-def _atomic_savez(path: str, arrays: dict) -> None:
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()  # a decorator, not set_grad_enabled(False): callers' grad mode must survive the job
@@ -176,38 +255,45 @@ def run_detections(a: DetectionsArgs) -> dict:
     from extract.ava_io import Objects, Proposals, write_objects, write_proposals_csv
     from extract.video import find_videos
 
-    found = find_videos(a.video_dir, kinetics_names=a.kinetics_names)
-    if a.keyframes is not None:
-        plan = read_keyframe_csv(a.keyframes)
+    if a.dataset in TUBE_DATASETS:
+        found, plan = _tube_plan(a)
     else:
-        rng = parse_range(a.timestamps)
-        plan = {v: rng for v in found}
+        found = find_videos(a.video_dir, kinetics_names=a.kinetics_names)
+        if a.keyframes is not None:
+            plan = read_keyframe_csv(a.keyframes)
+        else:
+            rng = parse_range(a.timestamps)
+            plan = {v: rng for v in found}
     if a.videos:
         plan = {v: t for v, t in plan.items() if v in set(a.videos)}
     missing = sorted(v for v in plan if v not in found)
     if missing:
-        raise ValueError(f"{len(missing)} video(s) not found in {a.video_dir}: {missing[:10]}")
+        raise DetectionsInputError(f"{len(missing)} video(s) not found in {a.video_dir}: {missing[:10]}")
     os.makedirs(os.path.join(a.out_dir, "parts"), exist_ok=True)
     cfg_path = os.path.join(a.out_dir, "detections_config.json")
     if os.path.exists(cfg_path) and not a.overwrite:
         old = json.load(open(cfg_path))
         if old != json.loads(json.dumps(asdict(a))):
-            raise ValueError(f"{a.out_dir} holds detections made with other arguments ({cfg_path}); "
+            raise DetectionsInputError(f"{a.out_dir} holds detections made with other arguments ({cfg_path}); "
                              "use another out_dir or overwrite=True")
-    with open(cfg_path + ".tmp", "w") as f:
+    with atomic_open(cfg_path, "w") as f:
         json.dump(asdict(a), f, indent=2)
-    os.replace(cfg_path + ".tmp", cfg_path)
 
     person, objects = _build_detectors(a)
+    # Frames are decoded only for a detector that runs on them (precomputed files need none).
+    read_frames = not (a.person_detector in ("precomputed", "none") and a.objects in ("precomputed", "none")
+                       and getattr(objects, "feature_extractor", None) is None)
     for video in sorted(plan):
         part = os.path.join(a.out_dir, "parts", f"{video}.npz")
         if os.path.exists(part) and not a.overwrite:
             continue
+        os.makedirs(os.path.dirname(part), exist_ok=True)  # jhmdb/ucf24 videos are <class>/<clip>
         path, offset = found[video]
         times = plan[video]
-        arrays = _run_video(str(path), video, times, a, person, objects,
-                            time_offset=a.time_offset if offset is None else offset)
-        _atomic_savez(part, arrays)
+        arrays = _run_video(str(path), video, times, person, objects, fps=a.fps, batch_size=a.batch_size,
+                            time_offset=a.time_offset if offset is None else offset, read_frames=read_frames)
+        with atomic_path(part) as tmp:
+            np.savez(tmp, **arrays)
 
     # Assemble the CSVs from every part (also those of earlier runs).
     pv, pt, pb, ps, ov, ot, ob, oc, os_ = [], [], [], [], [], [], [], [], []
@@ -235,29 +321,17 @@ def run_detections(a: DetectionsArgs) -> dict:
             "people": len(pv), "objects": len(ov)}
 
 
-def _run_video(path, video, times, a: DetectionsArgs, person, objects, *, time_offset) -> dict:
-    from extract.video import VideoReadError, open_video
+def _run_video(path: str, video: str, times: np.ndarray, person, objects, *, fps: float, batch_size: int,
+               time_offset: float, read_frames: bool) -> dict:
+    from extract.video import open_video
 
     d = getattr(objects, "feature_dim", 0)
     acc = {k: [] for k in ("person_kf", "person_box", "person_score", "object_kf", "object_box",
                            "object_class", "object_score", "object_feature", "object_attr", "object_attr_score")}
-    needs_frames = not (a.person_detector in ("precomputed", "none") and a.objects in ("precomputed", "none")
-                        and getattr(objects, "feature_extractor", None) is None)
-    reader = open_video(path, fps=a.fps, time_offset=time_offset) if needs_frames else None
+    reader = open_video(path, fps=fps, time_offset=time_offset) if read_frames else None
     try:
-        for s in range(0, len(times), a.batch_size):
-            ts = times[s: s + a.batch_size]
-            frames = None
-            if reader is not None:
-                try:
-                    # A 2-frame clip at rate 1 ends on the keyframe's own frame (extract/video.py sampling).
-                    arr = np.stack([reader.read_clip(float(t), 2, 1)[-1] for t in ts])  # (B, H, W, 3)
-                except VideoReadError as e:
-                    raise VideoReadError(f"video {video}: {e}") from e
-                frames = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-            keys = [(video, float(t)) for t in ts]
-            people = person(frames, keys) if person is not None else [None] * len(ts)
-            objs = objects(frames, keys)
+        for s, (people, objs) in detect_keyframes((person, objects), reader, video, times, batch_size=batch_size):
+            people = people if people is not None else [None] * len(objs)
             for j, (p, o) in enumerate(zip(people, objs)):
                 k = s + j
                 if p is not None:

@@ -11,9 +11,10 @@ import os
 import torch
 from torch import Tensor, nn
 
+from extract.random_init import warn_random_init
+
 from . import Detections
-from ._common import (check_frames, check_post_args, check_weights_arg, filter_people,
-                      warn_random_init)
+from ._common import check_frames, check_post_args, check_weights_arg, filter_people
 
 COCO_PERSON = 1
 

@@ -18,7 +18,8 @@ Image ids map to keyframes as `<video>_<timestamp>` (split at the LAST underscor
 may contain underscores) or `<video>/<timestamp>` (a sub-directory per video for npz files); a
 file extension is ignored; the timestamp is seconds (`902`, `0902`, `902.5`).
 When a file has boxes without features, a `feature_extractor` (the built-in `VGDetector`) pools them
-(`features_for_boxes`). These files are trusted input: npz `info` is read with pickle enabled.
+(`features_for_boxes`). Files come from other people: the npz `info` (an object array, i.e. a
+pickle) goes through the restricted unpickler (`extract.safe_pickle`), proposal pickles too.
 """
 from __future__ import annotations
 
@@ -30,8 +31,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from extract.errors import UserError
+from extract.formats.tables import timestamp_key, timestamp_keys
+from extract.safe_pickle import loads_pickle
+
 from . import Detections, ObjectDetections, empty_detections, empty_object_detections
 from ._common import check_post_args, filter_people
+
+
+class PrecomputedFormatError(UserError, ValueError):
+    """A malformed detections file; the message names the file (and line for TSV)."""
+
 
 TSV_FIELDS = ["image_id", "image_w", "image_h", "num_boxes", "boxes", "features"]
 TSV_FIELDS_ATTR = ["img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
@@ -39,7 +49,7 @@ TSV_FIELDS_ATTR = ["img_id", "img_h", "img_w", "objects_id", "objects_conf", "at
 
 
 def _key(video: str, ts: float) -> tuple[str, int]:
-    return str(video), int(round(float(ts) * 1000.0))  # same as ava_io.timestamp_key
+    return str(video), timestamp_key(ts)
 
 
 def parse_image_id(image_id: str) -> tuple[str, float]:
@@ -74,9 +84,9 @@ def _b64(field: str, dtype, n: int, where: str, what: str) -> np.ndarray | None:
     try:
         arr = np.frombuffer(base64.b64decode(field), dtype=dtype)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{where}: field {what} is not base64 {np.dtype(dtype).name} ({e})") from None
+        raise PrecomputedFormatError(f"{where}: field {what} is not base64 {np.dtype(dtype).name} ({e})") from None
     if arr.size % n:
-        raise ValueError(f"{where}: field {what} has {arr.size} values, not a multiple of num_boxes={n}")
+        raise PrecomputedFormatError(f"{where}: field {what} has {arr.size} values, not a multiple of num_boxes={n}")
     return arr.reshape(n, -1)
 
 
@@ -101,7 +111,7 @@ class BuaTsv:
                     try:
                         video, ts = parse_image_id(head)
                     except ValueError as e:
-                        raise ValueError(f"{path}:{line_no}: {e}") from None
+                        raise PrecomputedFormatError(f"{path}:{line_no}: {e}") from None
                     self.index[_key(video, ts)] = (off, line_no)
                 off += len(line)
 
@@ -115,7 +125,7 @@ class BuaTsv:
         where = f"{self.path}:{loc[1]}"
         fields = self.fields or {6: TSV_FIELDS, 10: TSV_FIELDS_ATTR}.get(len(row))
         if fields is None or len(fields) != len(row):
-            raise ValueError(f"{where}: {len(row)} tab-separated fields; expected {len(TSV_FIELDS)} "
+            raise PrecomputedFormatError(f"{where}: {len(row)} tab-separated fields; expected {len(TSV_FIELDS)} "
                              f"({','.join(TSV_FIELDS)}) or {len(TSV_FIELDS_ATTR)} ({','.join(TSV_FIELDS_ATTR)})")
         r = dict(zip(fields, row))
         try:
@@ -123,10 +133,10 @@ class BuaTsv:
             h = float(r.get("image_h", r.get("img_h")))
             n = int(r["num_boxes"])
         except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"{where}: bad image_w/image_h/num_boxes ({e})") from None
+            raise PrecomputedFormatError(f"{where}: bad image_w/image_h/num_boxes ({e})") from None
         box = _b64(r["boxes"], np.float32, n, where, "boxes")
         if box is None or box.shape[1] != 4:
-            raise ValueError(f"{where}: boxes must be num_boxes x 4 float32")
+            raise PrecomputedFormatError(f"{where}: boxes must be num_boxes x 4 float32")
         feat = _b64(r.get("features", ""), np.float32, n, where, "features")
         cls = _b64(r.get("objects_id", ""), np.int64, n, where, "objects_id")
         conf = _b64(r.get("objects_conf", ""), np.float32, n, where, "objects_conf")
@@ -142,11 +152,26 @@ def _record(box, w, h, cls, conf, feat) -> PrecomputedRecord:
     return PrecomputedRecord(box, cls, conf, feat)
 
 
+def _npz_info(z, fp: str, trust_pickle: bool) -> dict:
+    """The `info` dict of a bottom-up-attention npz. numpy stores an object array as a pickle after
+    the .npy header; it is unpickled with the restricted unpickler (numpy arrays and containers)."""
+    with z.zip.open("info.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(f)
+        if not dtype.hasobject:
+            return {}
+        arr = loads_pickle(f.read(), source=f"{fp}: info", trust=trust_pickle, encoding="latin1")
+    info = arr.item() if isinstance(arr, np.ndarray) and arr.size == 1 else arr
+    return info if isinstance(info, dict) else {}
+
+
 class BuaNpz:
     """bottom-up-attention.pytorch npz files (a directory of them, or one file)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, trust_pickle: bool = False):
         self.path = path
+        self.trust_pickle = trust_pickle
         self.index: dict[tuple[str, int], str] = {}
         if os.path.isdir(path):
             files = []
@@ -159,7 +184,7 @@ class BuaNpz:
             try:
                 video, ts = parse_image_id(rel[: -len(".npz")])
             except ValueError as e:
-                raise ValueError(f"{fp}: {e}") from None
+                raise PrecomputedFormatError(f"{fp}: {e}") from None
             self.index[_key(video, ts)] = fp
 
     def get(self, key) -> PrecomputedRecord | None:
@@ -167,29 +192,29 @@ class BuaNpz:
         if fp is None:
             return None
         try:
-            z = np.load(fp, allow_pickle=True)
+            z = np.load(fp, allow_pickle=False)
             box = np.asarray(z["bbox"], np.float32).reshape(-1, 4)
             w, h = float(z["image_w"]), float(z["image_h"])
         except (KeyError, ValueError, OSError) as e:
-            raise ValueError(f"{fp}: not a bottom-up-attention npz (needs bbox, image_w, image_h): {e}") from None
+            raise PrecomputedFormatError(f"{fp}: not a bottom-up-attention npz (needs bbox, image_w, image_h): {e}") from None
         n = box.shape[0]
         feat = None
         if "x" in z.files:
             feat = np.asarray(z["x"], np.float32)
             if feat.ndim != 2 or n not in feat.shape:
-                raise ValueError(f"{fp}: x has shape {feat.shape}, expected ({n}, D)")
+                raise PrecomputedFormatError(f"{fp}: x has shape {feat.shape}, expected ({n}, D)")
             if feat.shape[0] != n:
                 feat = feat.T  # some writers store (D, N)
         cls = conf = None
         if "info" in z.files:
-            info = z["info"].item() if z["info"].dtype == object else {}
+            info = _npz_info(z, fp, self.trust_pickle)
             cls, conf = info.get("objects_id"), info.get("objects_conf")
         return _record(box, w, h, cls, conf, feat)
 
 
-def open_precomputed_objects(path: str):
+def open_precomputed_objects(path: str, trust_pickle: bool = False):
     if os.path.isdir(path) or path.endswith(".npz"):
-        return BuaNpz(path)
+        return BuaNpz(path, trust_pickle)
     if path.endswith((".tsv", ".csv", ".txt")) or os.path.isfile(path):
         return BuaTsv(path)
     raise FileNotFoundError(f"precomputed objects not found: {path}")
@@ -200,13 +225,14 @@ class PrecomputedObjectDetector:
 
     def __init__(self, *, path: str, feature_extractor=None, max_objects: int | None = None,
                  score_thresh: float = 0.0, class_names: list[str] | None = None,
-                 vg_classes: str | None = None, num_classes: int = 1600, device: str = "cpu"):
+                 vg_classes: str | None = None, num_classes: int = 1600, device: str = "cpu",
+                 trust_pickle: bool = False):
         from .vg import read_class_names
 
-        self.source = open_precomputed_objects(path)
+        self.source = open_precomputed_objects(path, trust_pickle)
         self.path = path
         if not self.source.index:
-            raise ValueError(f"{path}: no images found")
+            raise PrecomputedFormatError(f"{path}: no images found")
         self.feature_extractor = feature_extractor
         self.max_objects, self.score_thresh = max_objects, score_thresh
         self.class_names = class_names or read_class_names(vg_classes, num_classes)
@@ -239,12 +265,12 @@ class PrecomputedObjectDetector:
                 feat = torch.from_numpy(rec.feature[keep]).to(self.device)
             elif self.feature_extractor is not None:
                 if frames is None:
-                    raise ValueError(f"{self.path}: {video} {ts}: boxes without features need the frame")
+                    raise PrecomputedFormatError(f"{self.path}: {video} {ts}: boxes without features need the frame")
                 feat = self.feature_extractor.features_for_boxes(frames[i], box).to(self.device)
             else:
                 feat = torch.zeros(len(keep), 0, device=self.device)
             if feat.shape[1] != self.feature_dim:
-                raise ValueError(f"{self.path}: {video} {ts}: feature dim {feat.shape[1]}, expected {self.feature_dim}")
+                raise PrecomputedFormatError(f"{self.path}: {video} {ts}: feature dim {feat.shape[1]}, expected {self.feature_dim}")
             out.append(ObjectDetections(box, torch.from_numpy(rec.score[keep]).to(self.device),
                                         torch.from_numpy(rec.class_id[keep]).to(self.device), feat.float()))
         return out
@@ -254,17 +280,17 @@ class PrecomputedPersonDetector:
     """People from an ava_io proposals file, looked up by (video, timestamp)."""
 
     def __init__(self, *, path: str, score_thresh: float = 0.0, nms_thresh: float = 1.0,
-                 max_per_frame: int = 1000, device: str = "cpu"):
+                 max_per_frame: int = 1000, device: str = "cpu", trust_pickle: bool = False):
         from extract.ava_io import read_proposals
 
         check_post_args("precomputed person detector", score_thresh, nms_thresh, max_per_frame)
-        props = read_proposals(path)
+        props = read_proposals(path, trust_pickle=trust_pickle)
         self.path = path
         self.score_thresh, self.nms_thresh, self.max_per_frame = score_thresh, nms_thresh, max_per_frame
         self.device = torch.device(device)
         self.missing: list[tuple[str, int]] = []
         self.rows: dict[tuple[str, int], np.ndarray] = {}
-        keys = np.rint(np.asarray(props.timestamp, np.float64) * 1000.0).astype(np.int64)
+        keys = timestamp_keys(props.timestamp)
         order = np.lexsort((keys, props.video))
         groups: dict[tuple[str, int], list[int]] = {}
         for i in order.tolist():

@@ -34,8 +34,10 @@ from torch import Tensor, nn
 from torchvision.models import resnet101, resnet50
 from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, batched_nms, nms
 
+from extract.random_init import warn_random_init
+
 from . import ObjectDetections
-from ._common import check_frames, check_weights_arg, normalise_boxes, pixel_boxes, warn_random_init
+from ._common import check_frames, check_weights_arg, normalise_boxes, pixel_boxes
 from .vg_convert import convert_d2_state, read_d2_checkpoint
 
 PIXEL_MEAN_BGR = (102.9801, 115.9465, 122.7717)
@@ -189,10 +191,11 @@ class VGDetector(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, *, weights: str | None = None, random_init: bool = False,
-                        vg_classes: str | None = None, **kwargs) -> "VGDetector":
+                        vg_classes: str | None = None, trust_pickle: bool = False, **kwargs) -> "VGDetector":
         """Build from a bottom-up-attention checkpoint (see vg_convert), or random for tests/demo.
 
         Class count, attribute head and RPN width are read from the checkpoint.
+        `trust_pickle`: see `vg_convert.read_d2_checkpoint`.
         """
         check_weights_arg("VG object detector", weights, random_init)
         if random_init:
@@ -201,7 +204,7 @@ class VGDetector(nn.Module):
             model.random_init = True
             warn_random_init("VG object detector")
             return model
-        arrays = read_d2_checkpoint(weights)
+        arrays = read_d2_checkpoint(weights, trust_pickle=trust_pickle)
         try:
             kwargs.setdefault("num_classes", arrays["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1)
             kwargs.setdefault("rpn_hidden", arrays["proposal_generator.rpn_head.conv.weight"].shape[0])

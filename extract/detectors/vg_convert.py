@@ -37,6 +37,8 @@ import re
 import numpy as np
 import torch
 
+from extract.safe_pickle import load_pickle, torch_load
+
 _BN = r"(weight|bias|running_mean|running_var)"
 # detectron2 -> ours. Order matters only for readability: the patterns are disjoint.
 _D2_TO_OURS = [
@@ -100,18 +102,17 @@ def ours_to_d2(name: str) -> str:
     return out
 
 
-def read_d2_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """The {detectron2 name: array} dict of a `.pkl` (detectron2-port pickle) or `.pth` file."""
+def read_d2_checkpoint(path: str, *, trust_pickle: bool = False) -> dict[str, np.ndarray]:
+    """The {detectron2 name: array} dict of a `.pkl` (detectron2-port pickle) or `.pth` file.
+
+    Both are read without running code from the file (restricted unpickler / weights_only); a file
+    needing more raises `UnsafePickleError` naming it, unless `trust_pickle`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VG detector checkpoint not found: {path}")
     if path.endswith((".pth", ".pt")):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path, map_location="cpu", trust=trust_pickle)
     else:
-        with open(path, "rb") as f:
-            try:
-                obj = pickle.load(f, encoding="latin1")
-            except Exception as e:
-                raise ValueError(f"{path}: not a pickle checkpoint ({e})") from e
+        obj = load_pickle(path, trust=trust_pickle, encoding="latin1")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj:

@@ -1,12 +1,34 @@
 """`ablate`: a sweep of train-head runs (presets of STAGE Tables 6/8, ACAR-Net Table 1, all heads)."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 
 import click
 
-from pipelines.commands.train import parse_head_args
+from extract.errors import UserError
+
+
+
+def parse_head_args(pairs: tuple[str, ...]) -> dict:
+    """`--head-arg` / `--train-arg KEY=VALUE` for a sweep over several heads, so untyped: true/false/
+    yes/no -> bool, else JSON, else the string. Each run's train() checks the head keywords against
+    the head's signature (pipelines/preflight.py) before it writes anything."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--head-arg")
+        key, value = pair.split("=", 1)
+        low = value.strip().lower()
+        if low in ("true", "yes", "false", "no"):
+            out[key] = low in ("true", "yes")
+        else:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
 
 
 def _seeds(text: str) -> list[int]:
@@ -28,7 +50,7 @@ def _grid(pairs: tuple[str, ...]) -> dict[str, list]:
 
 
 def _preset_names() -> list[str]:
-    from pipelines.ablate import presets
+    from pipelines.ablate_spec import presets
 
     return list(presets())
 
@@ -73,6 +95,8 @@ def ablate_cli(**kw):
             command_line=shlex.join(sys.argv),
         )
         result = ablate(args, echo=lambda m: click.echo(m, err=True))
+    except UserError:  # the CLI's one error path prints it (pipelines/cli.py)
+        raise
     except (ValueError, FileExistsError) as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"results: {result['out'] / 'results.md'}")

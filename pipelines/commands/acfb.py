@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import click
 
+from pipelines.commands.options import BOXES
+
 
 @click.command(context_settings={"show_default": True})
 @click.option("--run", "run_dir", required=True, help="Run directory of a bank-free acar head (train-head --head acar).")
 @click.option("--store", "stores", required=True, multiple=True,
               help="Feature store to write the bank into; repeat for the train and the val store.")
 @click.option("--group", default="acfb", help="Name of the derived store group (pass it to train-head --bank-group).")
-@click.option("--boxes", type=click.Choice(["gt", "proposals", "gt+proposals"]), default="gt+proposals",
+@click.option("--boxes", type=BOXES, default="gt+proposals",
               help="Actors whose first-order maps are stored (others get zeros and are refused by training).")
 @click.option("--score-threshold", default=0.8, help="Minimum proposal score of the stored actors.")
 @click.option("--checkpoint", default="best.pt", help="Checkpoint file in the run directory.")

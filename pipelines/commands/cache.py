@@ -1,4 +1,4 @@
-"""`cache`: inspect, check, convert and compact feature stores (logic in pipelines/cache_tools.py; compaction in extract/store_compact.py)."""
+"""`cache`: inspect, check, convert and compact feature stores (logic in pipelines/cache_tools.py; compaction in extract/store/compact.py)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from extract.errors import UserError
 from extract.store import StoreError
 
 
@@ -15,8 +16,9 @@ def cache_cli():
 
 
 def _fail(e: Exception):
-    click.echo(f"error: {e}", err=True)
-    sys.exit(2)
+    # The project's convention for a UserError: one line, exit 1, no traceback.
+    click.echo(f"Error: {e}", err=True)
+    sys.exit(1)
 
 
 @cache_cli.command("info")
@@ -53,46 +55,70 @@ def verify_cmd(store, label_map):
 
 @cache_cli.command("export")
 @click.argument("store")
-@click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--layout", default="stagecache", show_default=True, type=click.Choice(["stagecache", "stage"]),
-              help="'stagecache': lossless .h5 of every group; 'stage': STAGE's <video>_<timestamp> groups "
-                   "with boxes/features/labels.")
+@click.argument("out", type=click.Path())
+@click.option("--layout", default="stagecache", show_default=True,
+              type=click.Choice(["stagecache", "stage-i3d", "stage-slowfast", "stage"]),
+              help="'stagecache': lossless .h5 of every group; 'stage-i3d': directory OUT/<video>/<timestamp>.h5 "
+                   "(STAGE's I3D release); 'stage-slowfast' (alias 'stage'): one .h5 of <video>_<timestamp> groups "
+                   "(STAGE's SlowFast release). Labels get 81 columns, column 0 background, column c = id c.")
 @click.option("--backbone", default=None, show_default=True,
-              help="Backbone group whose actor_pooled becomes 'features' (layout stage; default: the only one).")
-def export_cmd(store, out, layout, backbone):
-    """Write STORE to the HDF5 file OUT."""
+              help="Backbone group whose actor_pooled becomes 'features' (STAGE layouts; default: the only one).")
+@click.option("--objects", default=None, show_default=True, type=click.Path(dir_okay=False),
+              help="Also write the objects in the release's objects_features.h5 layout to this file "
+                   "(STAGE layouts; needs base/object_feature).")
+def export_cmd(store, out, layout, backbone, objects):
+    """Write STORE to OUT (an HDF5 file, or a directory for --layout stage-i3d)."""
     from pipelines.cache_tools import export_h5
 
     try:
-        export_h5(store, out, layout=layout, backbone=backbone)
-    except (StoreError, ValueError) as e:
+        export_h5(store, out, layout=layout, backbone=backbone, objects=objects)
+    except UserError as e:
         _fail(e)
-    click.echo(f"wrote {out} ({layout} layout)")
+    click.echo(f"wrote {out} ({layout} layout)" + (f" and {objects}" if objects else ""))
 
 
 @cache_cli.command("import")
-@click.argument("h5", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(exists=True))
 @click.argument("store")
-@click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", "stagecache", "stage"]),
-              help="Layout of H5; auto detects a stagecache export by its root attribute, else STAGE's.")
+@click.option("--layout", default="auto", show_default=True,
+              type=click.Choice(["auto", "stagecache", "stage-i3d", "stage-slowfast", "stage"]),
+              help="Layout of SRC. auto: a directory is stage-i3d (ACTORS_DIR/<video>/<timestamp>.h5), an .h5 "
+                   "with a stagecache root attribute is stagecache, any other .h5 stage-slowfast "
+                   "(<video>_<timestamp> groups). 'stage' is the old name of stage-slowfast.")
+@click.option("--objects", default=None, show_default=True, type=click.Path(exists=True, dir_okay=False),
+              help="STAGE's objects_features.h5 (<video>_<timestamp>_features/_boxes/_cls_prob); object class = "
+                   "argmax of cls_prob without its background column 0, score = that probability.")
+@click.option("--object-classes", "object_names", default=None, show_default=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Object class names, one a line in cls_prob column order without background "
+                   "(default: object_<column>).")
 @click.option("--split", default=None, show_default=True,
-              help="Split name for a STAGE file (default: the file name without extension).")
+              help="Split name for STAGE layouts (default: the file or directory name).")
 @click.option("--label-map", default=None, show_default=True, type=click.Path(exists=True, dir_okay=False),
-              help="pbtxt naming the label columns of a STAGE file (default: ids 1..L, names class_<id>).")
-@click.option("--backbone", default="stage_slowfast", show_default=True,
-              help="Group name for the imported STAGE features.")
+              help="pbtxt naming the label ids of a STAGE file (default: every column, names class_<id>).")
+@click.option("--label-columns", default="background-first", show_default=True,
+              type=click.Choice(["background-first", "label-map"]),
+              help="STAGE label columns: background-first (the releases: column 0 background, column c = id c; "
+                   "with --label-map only its ids are kept) or label-map (column j = the j-th id of --label-map, "
+                   "else ids 1..L).")
+@click.option("--backbone", default=None, show_default=True,
+              help="Group name for the imported STAGE features (default: stage_i3d / stage_slowfast).")
 @click.option("--detected", is_flag=True, default=False, show_default=True,
               help="STAGE boxes are detections (actor_is_gt=False) rather than ground truth.")
-def import_cmd(h5, store, layout, split, label_map, backbone, detected):
-    """Build STORE from the HDF5 file H5."""
+@click.option("--no-progress", is_flag=True, default=False, show_default=True, help="Hide the progress bar.")
+def import_cmd(src, store, layout, objects, object_names, split, label_map, label_columns, backbone, detected,
+               no_progress):
+    """Build STORE from SRC (an HDF5 file, or STAGE's I3D actors directory). STAGE imports commit
+    video by video: rerunning a killed import resumes it."""
     from pipelines.cache_tools import import_h5
 
     try:
-        got = import_h5(h5, store, layout=layout, split=split, label_map=label_map, backbone=backbone,
-                        boxes_are_gt=not detected)
-    except (StoreError, ValueError, KeyError) as e:
+        got = import_h5(src, store, layout=layout, split=split, label_map=label_map, label_columns=label_columns,
+                        backbone=backbone, boxes_are_gt=not detected, objects=objects, object_names=object_names,
+                        progress=not no_progress, log=click.echo)
+    except UserError as e:
         _fail(e)
-    click.echo(f"imported {h5} ({got} layout) into {store}")
+    click.echo(f"imported {src} ({got} layout) into {store}")
 
 
 @cache_cli.command("compact")
@@ -100,11 +126,13 @@ def import_cmd(h5, store, layout, split, label_map, backbone, detected):
 @click.option("--target-mb", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Size of the merged fragments in MiB.")
 @click.option("--stale-minutes", default=60.0, show_default=True, type=click.FloatRange(min=0),
-              help="Uncommitted fragments older than this are deleted (younger ones may be a live writer's).")
+              help="Uncommitted fragments of dead writers older than this are deleted (a live writer's, "
+                   "known by its lock, never are; fsspec stores have no locks: age alone decides).")
 @click.option("--dry-run", is_flag=True, default=False, show_default=True, help="Only report what would be done.")
 def compact_cmd(store, target_mb, stale_minutes, dry_run):
-    """Merge small fragments of STORE and remove leftovers. Run it when no writer is active."""
-    from extract.store_compact import compact
+    """Merge small fragments of STORE and remove leftovers. Live writers of a local store are safe
+    (their files are left alone); on fsspec stores run it when no writer is active."""
+    from extract.store import compact
 
     try:
         rep = compact(store, target_bytes=target_mb << 20, stale_seconds=stale_minutes * 60,

@@ -11,7 +11,7 @@ import json
 import click
 
 from extract.backbones import BACKBONES
-from extract.roi import LEVELS
+from extract.store import LEVELS
 
 
 def _json_dict(ctx, param, value):
@@ -46,13 +46,27 @@ def extract_cli():
 
 
 @extract_cli.command("features")
-@click.option("--split", required=True, help="Split name stored in the store (train, val, ...).")
+@click.option("--split", required=True, help="Split name stored in the store (train, val, ...); jhmdb/ucf24: "
+              "N with --side, or train<N> / test<N>.")
+@click.option("--side", default=None, type=click.Choice(["train", "test"]),
+              help="jhmdb/ucf24: which videos of split N (store split name <side><N>).")
+@click.option("--frame-stride", default=None, type=click.IntRange(min=1), show_default="every annotated frame",
+              help="jhmdb/ucf24: keyframes at frames 1, 1+N, 1+2N, ... that have a GT box.")
+@click.option("--gt-jitter", default=0.0, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
+              help="jhmdb/ucf24 training boxes without detections: add jittered copies of every GT box as "
+                   "proposals (score 1, labels by --label-iou transfer; use 0.5 with F = 0.1), each side moved "
+                   "by up to F x the box size, drawn from --seed per (video, frame, tube). 0: off.")
+@click.option("--gt-jitter-copies", default=1, show_default=True, type=click.IntRange(min=1),
+              help="jhmdb/ucf24: jittered copies per GT box (with --gt-jitter).")
 @click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
               help="Folder of videos (any container PyAV reads; id = file stem) or PySlowFast frame "
                    "folders frames/<video>/<video>_%06d.jpg.")
-@click.option("--label-map", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--label-map", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Label map pbtxt; the store's label columns follow its order.")
-@click.option("--dataset", default="ava", show_default=True, help="Dataset name for the default output path.")
+@click.option("--dataset", default="ava", show_default=True,
+              help="Dataset name for the default output path; jhmdb / ucf24 read --annotations as the ACT GT "
+                   "pickle (JHMDB-GT.pkl / UCF101v2-GT.pkl, label map from it) and --videos as the dataset root "
+                   "(Frames/ or rgb-images/ frame folders, or <class>/<clip>.<ext> videos).")
 @click.option("--out", default=None, show_default="cache/<dataset>/<split>.zarr", help="Feature store path.")
 @click.option("--annotations", default=None, type=click.Path(exists=True, dir_okay=False),
               help="GT annotation CSV (stored as is_gt rows with multi-hot labels and person ids).")
@@ -86,6 +100,10 @@ def extract_cli():
               help="Random weights (tests/demo only; warns on every run and is recorded in the store).")
 @click.option("--allow-partial-checkpoint", is_flag=True, default=False, show_default=True,
               help="Load the matching keys of a checkpoint with missing/unexpected keys instead of failing.")
+@click.option("--trust-pickle", is_flag=True, default=False, show_default=True,
+              help="Load the --proposals pickle, the --annotations GT pickle (jhmdb/ucf24) and --checkpoint "
+                   "with full unpickling (can run code in the file: only for files you trust). Default: plain "
+                   "data only, anything else is refused.")
 @click.option("--res5-dilation/--no-res5-dilation", default=False, show_default=True,
               help="res5 spatial stride 1 with dilation 2 (output stride 16, as the AVA papers).")
 @click.option("--backbone-args", "backbone_kwargs", default="", callback=_json_dict, show_default=True,
@@ -103,7 +121,8 @@ def extract_cli():
               help="video_time = annotation timestamp - offset (AVA trimmed 15-min clips: 900; full movies: 0).")
 @click.option("--kinetics-names", is_flag=True, default=False, show_default=True,
               help="AVA-Kinetics: files <id>_<start>_<end>.* map to video <id> with offset <start>.")
-@click.option("--fps", default=30.0, show_default=True, type=float, help="Frame grid of the clip sampling.")
+@click.option("--fps", default=None, type=float, show_default="30; ucf24: 25",
+              help="Frame grid of the clip sampling (jhmdb/ucf24: also timestamp = (frame - 1) / fps).")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Clips per backbone batch.")
 @click.option("--num-workers", default=2, show_default=True, type=int, help="Decoding threads (0: inline).")
 @click.option("--device", default="cuda", show_default=True,
@@ -114,18 +133,30 @@ def extract_cli():
 @click.option("--allow-config-mismatch", is_flag=True, default=False, show_default=True,
               help="Write into a group whose stored configuration differs.")
 @click.option("--flush-mb", default=64, show_default=True, type=int, help="Store flush threshold (MiB).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed (random-init weights).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed (random-init weights, --gt-jitter draws).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bar.")
 @click.option("--limit-videos", default=None, type=int, show_default=True, help="Only the first N videos.")
 def features_cmd(**kw):
     """Backbone RoI features of every actor box into the feature store (resumable, sharded)."""
-    import torch
-
+    from extract.datasets import TUBE_DATASETS
     from extract.features import ExtractArgs, run_extract
 
-    if kw["device"].startswith("cuda") and not torch.cuda.is_available():
-        click.echo("CUDA not available: using the CPU", err=True)
-        kw["device"] = "cpu"
+
+    side, tube = kw.pop("side"), TUBE_DATASETS.get(kw["dataset"])
+    if tube is not None:  # JHMDB-21 / UCF101-24 (extract/datasets/tubes_pkl.py)
+        if kw["annotations"] is None:
+            raise click.UsageError(f"--dataset {kw['dataset']} needs --annotations <GT pickle>")
+        if kw["split"].isdigit():
+            if side is None:
+                raise click.UsageError("--split N needs --side train|test")
+            kw["split"] = f"{side}{kw['split']}"
+        kw["fps"] = tube.fps if kw["fps"] is None else kw["fps"]
+    else:
+        if kw["label_map"] is None:
+            raise click.UsageError("Missing option '--label-map'.")
+        if kw["frame_stride"] is not None or side is not None or kw["gt_jitter"]:
+            raise click.UsageError("--frame-stride, --side and --gt-jitter are for --dataset jhmdb / ucf24")
+        kw["fps"] = 30.0 if kw["fps"] is None else kw["fps"]
     try:
         args = ExtractArgs(**kw)
     except ValueError as e:

@@ -19,7 +19,7 @@ def _b64(a):
 
 @pytest.fixture()
 def data(tmp_path):
-    from extract.synthetic_video import write_video
+    from extract.synthetic import write_video
 
     vdir = tmp_path / "videos"
     vdir.mkdir()
@@ -94,4 +94,17 @@ def test_command_and_validation(data):
         DetectionsArgs(video_dir=str(data / "videos"), out_dir=str(data / "y"))
     with pytest.raises(ValueError, match="start:end"):
         DetectionsArgs(video_dir=str(data / "videos"), out_dir=str(data / "y"), timestamps="5:1")
+    # jhmdb / ucf24 (keyframes from the GT pickle, tests/extract/test_tubes_boxes.py runs them)
+    vd, pkl = str(data / "videos"), str(data / "props.csv")  # any existing file passes as the pickle path here
+    with pytest.raises(ValueError, match="needs annotations"):
+        DetectionsArgs(video_dir=vd, out_dir="y", dataset="jhmdb", split="train1")
+    with pytest.raises(ValueError, match="no keyframes, timestamps"):
+        DetectionsArgs(video_dir=vd, out_dir="y", dataset="ucf24", annotations=pkl, split="test1", timestamps="1:2")
+    with pytest.raises(ValueError, match="split N needs side"):
+        DetectionsArgs(video_dir=vd, out_dir="y", dataset="jhmdb", annotations=pkl, split="2")
+    with pytest.raises(ValueError, match="are for dataset jhmdb / ucf24"):
+        DetectionsArgs(video_dir=vd, out_dir="y", timestamps="1:2", split="train1")
+    a = DetectionsArgs(video_dir=vd, out_dir="y", dataset="ucf24", annotations=pkl, split="1", side="test")
+    assert (a.split, a.fps) == ("test1", 25.0)
+    assert DetectionsArgs(video_dir=vd, out_dir="y", timestamps="1:2").fps == 30.0
 

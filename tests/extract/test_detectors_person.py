@@ -6,7 +6,8 @@ from torch.testing import assert_close
 
 from extract.detectors import (PERSON_DETECTORS, Detections, NoObjectDetector, build_object_detector,
                                build_person_detector)
-from extract.detectors._common import RandomWeightsWarning, filter_people
+from extract.detectors._common import filter_people
+from extract.random_init import RandomWeightsWarning
 
 torch.set_num_threads(1)
 SMALL = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=40)

@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from extract.detectors import ObjectDetections, build_object_detector
-from extract.detectors._common import RandomWeightsWarning
+from extract.random_init import RandomWeightsWarning
 from extract.detectors.vg import (VGDetector, apply_deltas, cell_anchors, grid_anchors, postprocess_vg,
                                   select_objects)
 from extract.detectors.vg_convert import convert_d2_state, read_d2_checkpoint, to_d2_arrays, write_d2_pickle

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from extract.tracking import box_iou, track_boxes, write_tracks
+from core.boxes import box_iou
+from extract.tracking import track_boxes, write_tracks
 
 
 def scene():

@@ -3,9 +3,10 @@ import math
 import torch
 from torch.testing import assert_close
 
+from core.boxes import box_iou_torch as box_iou
 from heads import build_head
-from heads.igmn import (OrderedTemporalAggregator, box_iou, interference_geometry, ordered_neighbours,
-                        relaxed_bce, relaxed_targets)
+from heads.igmn import (OrderedTemporalAggregator, interference_geometry, ordered_neighbours, relaxed_bce,
+                        relaxed_targets)
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 from tests.heads.test_sto import reference_nl
 
@@ -31,15 +32,14 @@ def test_smoke_forward_backward_with_and_without_dam():
     x = inputs(roi_k=3, roi_dim=5)
     head = build_head("igmn", **KW)
     assert head.requires == frozenset({"tracks"}) and head.temporal_radius == 2.0
-    out = head(x)
+    out, aux = head.forward_with_aux(x, None)
     assert out.shape == (11, 4)
-    assert float(head.aux_loss()) == 0.0
+    assert float(aux) == 0.0
     out[x.is_query].sum().backward()
     head = build_head("igmn", **KW, dam=True, roi_dim=5, mem_reduce_dim=4)
     assert head.requires == frozenset({"tracks", "roi"})
-    x.extras["labels"] = (torch.rand(11, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
-    out = head(x)
-    aux = head.aux_loss()
+    labels = (torch.rand(11, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    out, aux = head.forward_with_aux(x, labels)
     assert aux.ndim == 0 and float(aux.detach()) > 0 and torch.isfinite(aux)
     (out[x.is_query].sum() + aux).backward()
     assert torch.isfinite(head.dam.ffn_idt[0].weight.grad).all()

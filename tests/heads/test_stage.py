@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from heads import HEADS, build_head
+from heads import build_head
 from heads.batch import HeadInput
 from heads.stage import FEATURE_EPS, STAGEHead
 
@@ -301,29 +301,3 @@ def test_autocast_bfloat16_cpu():
     out.float().sum().backward()
     assert torch.isfinite(out.float()).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
-
-
-def with_levels(x: HeadInput, requires: frozenset) -> HeadInput:
-    """Add the optional store levels a head declares in `requires` (random, actor_dim channels)."""
-    g = torch.Generator().manual_seed(7)
-    a, k = x.num_actors, x.num_keyframes
-    if "roi" in requires:
-        x.actor_roi = torch.randn(a, CA, 4, 4, generator=g)
-    if "temporal" in requires:
-        x.actor_temporal = torch.randn(a, 4, CA, generator=g)
-    if "context" in requires:
-        x.context = torch.randn(k, CA, 6, 6, generator=g)
-    if "tracks" in requires:
-        x.actor_track = torch.arange(a) % 3
-    return x
-
-
-@pytest.mark.parametrize("name", sorted(HEADS))
-def test_registry_smoke_forward_backward(name):
-    head = build_head(name, actor_dim=CA, object_dim=CO, num_classes=NC)
-    assert isinstance(head.temporal_radius, float) and isinstance(head.requires, frozenset)
-    x = with_levels(make_input(KFS, dtype=torch.float32), head.requires)
-    out = head(x)
-    assert out.shape == (x.num_actors, NC)
-    out[x.is_query].sum().backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())

@@ -1,6 +1,7 @@
 """Synthetic store pairs shared by the pipeline tests.
 
-`small_store_pair`: tiny train/val stores for tests of the training machinery. The rest: the
+`small_store_pair`: tiny train/val stores for tests of the training machinery (`small_stage_args`:
+the run they are trained with). The rest: the
 relational-store setting shared by test_relational.py (STAGE) and test_relational_heads.py.
 
 Train store 16 videos x 30 keyframes (store seed = run seed), val store 5 x 30 (videos 100-104),
@@ -13,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from extract.synthetic_store import make_feature_store
+from extract.synthetic import make_feature_store
 from pipelines.train import TrainArgs, train
 
 
@@ -23,6 +24,14 @@ def small_store_pair(root: Path, *, train_videos: int, val_videos: int, keyframe
     make_feature_store(root / "train.zarr", split="train", seed=0, n_videos=train_videos, **kw)
     make_feature_store(root / "val.zarr", split="val", seed=1, n_videos=val_videos, first_video=50, **kw)
     return str(root / "train.zarr"), str(root / "val.zarr")
+
+
+def small_stage_args(stores: tuple[str, str], out, **kw) -> TrainArgs:
+    """A 3-epoch run of a one-layer STAGE head on `small_store_pair` stores; `kw` overrides."""
+    base = dict(train_store=stores[0], val_store=stores[1], head="stage", out_dir=str(out), epochs=3, batch_size=8,
+                lr=1e-3, progress=False, val_score_threshold=0.5, early_stop=100,
+                head_args={"num_layers": 1, "num_heads": 2})
+    return TrainArgs(**(base | kw))
 
 
 def relational_stores(d: Path, seed: int, levels: tuple[str, ...] = ()) -> tuple[Path, Path]:

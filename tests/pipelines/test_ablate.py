@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from heads import HEADS
 from pipelines import ablate as ablate_mod
-from pipelines.ablate import AblateArgs, ablate, load_spec, parse_spec, plan_runs, presets, store_levels
+from pipelines.ablate import AblateArgs, ablate, plan_runs, store_levels
+from pipelines.ablate_spec import load_spec, parse_spec, presets
 
 torch.set_num_threads(1)
 

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from extract.store import StoreWriter, open_store
-from extract.synthetic_store import video_arrays
-from extract.synthetic_world import LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, video_name
+from extract.synthetic import LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, video_arrays, video_name
 from heads.batch import HeadInput
 from pipelines.acfb import write_relation_bank
-from pipelines.train import PredictArgs, TrainArgs, load_split, load_trained, predict, train
+from pipelines.predict import PredictArgs, predict
+from pipelines.run_dir import load_trained
+from pipelines.split_load import load_split
+from pipelines.train import TrainArgs, train
 
 ACTOR_DIM, CTX = 8, (8, 3, 3)
 HEAD_ARGS = {"reduce_dim": 8, "hidden_dim": 4, "num_layers": 1}
@@ -84,8 +86,8 @@ def test_bank_round_trips_first_order_maps(stores, stage_one):
 
 
 def test_batches_carry_the_stored_rows_of_their_actors(stores, stage_one):
-    args = _args(stores, stage_one / "unused", head_args=HEAD_ARGS | {"bank": True}, bank_group="acfb")
-    _, tables, g = load_split(stores[0], args, "gt", 0.9, ["kf_context"], torch.device("cpu"))
+    _, tables, g = load_split(stores[0], boxes="gt", score_threshold=0.9, levels=["kf_context"],
+                              device=torch.device("cpu"), bank_group="acfb")
     stored = tables.data["acfb/actor_maps"]
     radius = 10.5  # the default 21 s bank window
     q = g.query_keyframes()[:2]

@@ -8,7 +8,8 @@ from torch import nn
 from heads import build_head
 from pipelines.balanced import (balanced_keyframe_weights, classifier_parameters, retrain_classifier_balanced,
                                 sample_keyframes)
-from pipelines.train import TrainArgs, load_trained, train
+from pipelines.run_dir import load_trained
+from pipelines.train import TrainArgs, train
 from tests.pipelines.relational_helpers import small_store_pair
 
 

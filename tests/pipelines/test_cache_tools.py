@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from extract.store import StoreWriter, open_store
-from extract.store_io import Location
-from extract.store_compact import compact as compact_store
+from extract.store import Location, StoreWriter, open_store
+from extract.store import compact as compact_store
 from pipelines.cache_tools import export_h5, import_h5, store_info, verify_store
 from pipelines.commands.cache import cache_cli
-from tests.extract.store_helpers import LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, make_video, write_videos
+from tests.extract.store.helpers import LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, make_video, write_videos
 
 
 @pytest.fixture
@@ -102,6 +101,38 @@ def test_verify_catches_nan_bad_box_missing(tmp_path):
     assert r.exit_code == 1 and v_nan in r.output
 
 
+def test_verify_empty_groups_duplicates_and_lost_data(tmp_path):
+    """Groups declared with nothing committed (every video failed / killed before the first
+    commit), a video stored twice (two writers of one shard in an older stagecache), and a manifest
+    whose data is gone: each is one named problem, never a traceback."""
+    import shutil
+
+    p = str(tmp_path / "empty")
+    _writer(p).close()
+    assert verify_store(p) == ["no video committed in any group (declared: ['base', 'sf']): every video failed, "
+                               "or the writer was killed before its first commit"]
+    r = CliRunner().invoke(cache_cli, ["verify", p])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    p = str(tmp_path / "dup")
+    write_videos(p, VIDEOS[:2])
+    w = _writer(p)  # another writer that ignored done(): VIDEOS[1] again in both groups
+    _add(w, VIDEOS[1])
+    w.close()
+    probs = verify_store(p)
+    assert [x for x in probs if "stored more than once" in x] == [
+        f"group base: 1 video(s) stored more than once (first: {[VIDEOS[1]]}), e.g. by two writers of one shard; "
+        f"readers use the first copy, `cache compact` drops the others",
+        f"group sf: 1 video(s) stored more than once (first: {[VIDEOS[1]]}), e.g. by two writers of one shard; "
+        f"readers use the first copy, `cache compact` drops the others"], probs
+    compact_store(p, log=lambda *_: None)
+    assert verify_store(p) == []
+    st = open_store(p)
+    frag = st.fragments["sf"][0].id
+    shutil.rmtree(os.path.join(p, "fragments", frag))
+    probs = verify_store(p)
+    assert probs[0].startswith(f"commits/{frag}.json: committed but its data fragments/{frag} is missing"), probs
+
+
 def test_export_import_stagecache_round_trip(store, tmp_path):
     h5 = str(tmp_path / "x.h5")
     export_h5(store, h5)
@@ -131,7 +162,7 @@ def test_stage_h5_layout_import_export(tmp_path):
             content[key] = d
     pb = write_pbtxt(tmp_path / "lm.pbtxt", LABEL_IDS, LABEL_NAMES)
     out = str(tmp_path / "store")
-    r = CliRunner().invoke(cache_cli, ["import", src, out, "--label-map", pb])
+    r = CliRunner().invoke(cache_cli, ["import", src, out, "--label-map", pb, "--label-columns", "label-map"])
     assert r.exit_code == 0, r.output
     st = open_store(out)
     assert st.attrs["split"] == "val" and st.attrs["label_ids"] == LABEL_IDS
@@ -150,7 +181,7 @@ def test_stage_h5_layout_import_export(tmp_path):
         assert sorted(f) == sorted(content)
         for k, d in content.items():
             np.testing.assert_array_equal(f[k]["boxes"][()], d["boxes"])
-            np.testing.assert_array_equal(f[k]["labels"][()], d["labels"])
+            np.testing.assert_array_equal(f[k]["labels"][()][:, LABEL_IDS], d["labels"])  # column c = id c
             np.testing.assert_array_equal(f[k]["features"][()], d["features"].astype(np.float16).astype(np.float32))
     bad = str(tmp_path / "bad.h5")
     with h5py.File(bad, "w") as f:

@@ -30,3 +30,24 @@ def test_demo_runs_every_stage_and_prints_the_table(tmp_path):
     r2 = CliRunner().invoke(demo_cli, args)
     assert r2.exit_code == 0, r2.output
     assert json.loads((out / "demo_report.json").read_text())["extract_train"]["skipped"] == 2
+
+
+def test_jhmdb_demo_runs_every_stage(tmp_path):
+    """`demo --dataset jhmdb`, shrunk: GT pickle + frame folders -> stores -> linear and stage ->
+    frame-mAP and video-mAP, on extracted and on feature-level stores."""
+    out = tmp_path / "jd"
+    args = ["--dataset", "jhmdb", "--out", str(out), "--videos", "1", "--seconds", "5", "--short-side", "32",
+            "--extract-epochs", "1", "--feature-videos", "2", "--keyframes-per-video", "4",
+            "--ablation-epochs", "1", "--device", "cpu", "--no-progress"]
+    r = CliRunner().invoke(demo_cli, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "demo_report.json").read_text())
+    assert report["dataset"] == "jhmdb"
+    for side in ("extract_train1", "extract_test1"):
+        assert report[side]["done"] > 0 and not report[side]["failed"] and report[side]["random_init"] is True
+    for runs in (report["video_runs"], report["feature_runs"]):
+        assert set(runs) == {"linear", "stage"}
+        for metrics in runs.values():
+            assert set(metrics) == {"frame_mAP", "video_mAP@0.2", "video_mAP@0.5", "video_mAP@0.75"}
+            assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert "video-mAP" in r.output

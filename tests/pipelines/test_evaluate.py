@@ -1,20 +1,20 @@
-"""AVA frame-mAP: hand-computed APs, a loop-based reference of the official protocol, files and CLI."""
+"""AVA frame-mAP: hand-computed APs for each point of the official protocol, files and CLI.
+
+Randomized comparisons with the structural references: test_evaluate_random.py; bad files:
+test_evaluate_files.py."""
 from __future__ import annotations
 
-import heapq
 import json
 import math
-from collections import defaultdict
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from extract import ava_io
 from pipelines.commands.evaluate import evaluate_cli
-from pipelines.evaluate import (DEFAULT_LABEL_MAP, EvalResult, _cap_prefilter, _official_cap, class_groups, evaluate_files,
-                                frame_map, frame_map_single_label, plot_pr_curves)
+from pipelines.evaluate import (DEFAULT_LABEL_MAP, EvalResult, class_groups, evaluate_files, frame_map,
+                                frame_map_single_label, plot_pr_curves)
 
 A = [0.0, 0.0, 0.5, 0.5]
 B = [0.5, 0.5, 1.0, 1.0]
@@ -43,17 +43,6 @@ def test_basic_all_point_interpolation():
     r = fm(BASE_GT, BASE_DET, class_ids=[1])
     assert r.per_class[1] == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert r.map == pytest.approx(0.5 + 0.5 * 2 / 3)
-
-
-def test_ties_in_score_keep_given_order():
-    gt = [(1, A, 1)]
-    fp_first = [(2, A, 1, 0.5), (1, A, 1, 0.5)]  # FP (keyframe 2 has no GT) listed before the TP
-    # ranking FP, TP: precision 0, 1/2 at recall 0, 1 -> AP 1/2; the other way round AP 1
-    assert fm(gt, fp_first, class_ids=[1]).map == pytest.approx(0.5)
-    assert fm(gt, fp_first[::-1], class_ids=[1]).map == pytest.approx(1.0)
-    # ties inside one keyframe: the first given claims the GT box, the second is a FP
-    same_kf = [(1, A_NEAR, 1, 0.5), (1, A, 1, 0.5)]
-    assert fm(gt, same_kf, class_ids=[1]).map == pytest.approx(1.0)
 
 
 def test_duplicate_detections():
@@ -103,41 +92,99 @@ def test_more_than_50_detections_per_keyframe():
     assert fm(gt, det[1:]).per_class[1] == 1.0  # 50 detections: all kept
 
 
-def test_cap_matches_official_heap_with_ties():
-    rng = np.random.default_rng(1)
-    for _ in range(300):
-        n, cap = int(rng.integers(1, 40)), int(rng.integers(1, 9))
-        kf = rng.integers(0, 3, n)
-        cls = rng.integers(1, 4, n)
-        box = rng.integers(0, 3, (n, 4)).astype(float)
-        score = rng.integers(0, 4, n).astype(float)  # many ties
-        keep = _official_cap(kf, cls, box, score, cap)
-        heaps = defaultdict(list)
-        for i in range(n):  # the official read_csv capacity logic
-            item = (score[i], cls[i], box[i, 1], box[i, 0], box[i, 3], box[i, 2])
-            h = heaps[kf[i]]
-            if len(h) < cap:
-                heapq.heappush(h, item)
-            elif score[i] > h[0][0]:
-                heapq.heapreplace(h, item)
-        want = sorted((k, *t) for k, h in heaps.items() for t in h)
-        got = sorted((kf[i], score[i], cls[i], box[i, 1], box[i, 0], box[i, 3], box[i, 2]) for i in np.flatnonzero(keep))
-        assert got == want
+# ----------------------------------------------------------------------------- the issue's hand cases
+
+FILL = [0.0, 0.0, 0.1, 0.1]  # filler detections of class 2 (no GT)
 
 
-def test_cap_prefilter_never_changes_the_selection():
-    # the O(n) binning prefilter must keep a superset that yields the same official selection,
-    # with negative scores, -0.0 vs 0.0 and heavy ties
-    rng = np.random.default_rng(2)
-    for t in range(100):
-        n, cap = int(rng.integers(1, 300)), int(rng.integers(1, 60))
-        kf = rng.integers(0, 4, n)
-        score = rng.choice([-3.5, -0.0, 0.0, 1e-8, -1e-8, 0.25, 7.0], n) if t % 2 else rng.normal(0, 5, n)
-        cls, box = rng.integers(1, 4, n), rng.random((n, 4))
-        full = _official_cap(kf, cls, box, score, cap)
-        pre = np.flatnonzero(_cap_prefilter(kf, score, cap))
-        sub = _official_cap(kf[pre], cls[pre], box[pre], score[pre], cap)
-        assert set(pre[sub].tolist()) == set(np.flatnonzero(full).tolist())
+def test_empty_box_takes_its_place_in_the_cap():
+    # 49 fillers at 0.9, an empty class-1 box (x1 == x2) at 0.95, the good class-1 box at 0.5: the heap keeps
+    # the 50 best (empty box included), then the empty box is dropped. The good box never made the cap: AP 0.
+    gt = [(1, A, 1)]
+    det = [(1, FILL, 2, 0.9)] * 49 + [(1, [0.2, 0.0, 0.2, 0.5], 1, 0.95), (1, A, 1, 0.5)]
+    assert fm(gt, det).per_class[1] == 0.0
+    # dropping empty boxes before the cap would have kept it (AP 1): check that this is what differs
+    assert fm(gt, det[:49] + det[50:]).per_class[1] == 1.0
+
+
+def test_best_gt_taken_is_fp_even_if_another_box_matches():
+    # GT A and A_LOW. A (0.9) takes A. A_NEAR (0.8): IoU 0.9 with A (taken), 0.727 with A_LOW (free, >= 0.5):
+    # FP, no fall back. Ranked TP, FP over 2 GT -> precision 1 at recall 1/2 -> AP 0.5.
+    gt = [(1, A, 1), (1, A_LOW, 1)]
+    assert fm(gt, [(1, A, 1, 0.9), (1, A_NEAR, 1, 0.8)], class_ids=[1]).per_class[1] == 0.5
+
+
+def test_ties_in_score_across_keyframes_follow_the_official_argsort():
+    # class 1 scores concatenated in keyframe first-appearance order: [0.5 (kf 2, FP), 0.5 (kf 1, TP)].
+    # Official ranking = np.argsort(scores)[::-1]; numpy's sort puts the tie as [0, 1], reversed [1, 0]:
+    # the TP first -> AP 1 (a stable descending sort would put the FP first -> AP 0.5).
+    gt = [(1, A, 1)]
+    det = [(2, A, 1, 0.5), (1, A, 1, 0.5)]
+    order = np.argsort(np.array([0.5, 0.5]))[::-1]
+    want = 1.0 if order[0] == 1 else 0.5
+    assert fm(gt, det, class_ids=[1]).per_class[1] == want
+    # same rows, keyframe 1 first in the file: [TP, FP] -> reversed argsort puts the FP first -> AP 1/2
+    assert fm(gt, det[::-1], class_ids=[1]).per_class[1] == (1.0 if order[0] == 0 else 0.5)
+
+
+def test_ties_at_the_50th_place_of_the_cap():
+    gt = [(1, A, 1), (1, B, 3)]
+    top = [(1, FILL, 2, 0.9)] * 49
+    # s* = 0.5 with one place left; candidates are the rows scoring >= 0.5 among the first 50 such rows.
+    # class 1 row is the 50th such row, class 3 the 51st: only class 1 can be kept -> AP(1) 1, AP(3) 0
+    r = fm(gt, top + [(1, A, 1, 0.5), (1, B, 3, 0.5)], class_ids=[1, 2, 3])
+    assert (r.per_class[1], r.per_class[3]) == (1.0, 0.0)
+    r = fm(gt, top + [(1, B, 3, 0.5), (1, A, 1, 0.5)], class_ids=[1, 2, 3])  # the other way round
+    assert (r.per_class[1], r.per_class[3]) == (0.0, 1.0)
+    # both first in the file: both candidates; the heap evicts the smaller tuple (0.5, 1, ...) < (0.5, 3, ...)
+    r = fm(gt, [(1, A, 1, 0.5), (1, B, 3, 0.5)] + top, class_ids=[1, 2, 3])
+    assert (r.per_class[1], r.per_class[3]) == (0.0, 1.0)
+    # same class, same score: tuples compare y1 next; B (y1 0.5) > A (y1 0): A is evicted, GT B matched
+    r = fm([(1, B, 1)], [(1, A, 1, 0.5), (1, B, 1, 0.5)] + top, class_ids=[1, 2])
+    assert r.per_class[1] == 1.0 and r.num_det[1] == 1
+
+
+def test_duplicate_gt_rows_are_two_boxes():
+    # two identical GT rows: two GT boxes (num_gt 2), but every detection's argmax is the first of them, so
+    # the second copy can never be matched: TP then FP -> precision 1 at recall 1/2 -> AP 1/2
+    gt = [(1, A, 1), (1, A, 1)]
+    r = fm(gt, [(1, A, 1, 0.9), (1, A, 1, 0.8)], class_ids=[1])
+    assert r.num_gt[1] == 2 and r.per_class[1] == 0.5
+    assert fm(gt[:1], [(1, A, 1, 0.9), (1, A, 1, 0.8)], class_ids=[1]).per_class[1] == 1.0  # one GT row: AP 1
+
+
+def test_float64_scores_that_share_a_float32():
+    # 0.30000001 and 0.3 are one float32 but two float64 values
+    assert np.float32(0.30000001) == np.float32(0.3) and 0.30000001 > 0.3
+    gt = [(2, B, 1), (1, A, 1)]  # GT file lists keyframe 2 first
+    det = [(2, A, 1, 0.30000001), (1, A, 1, 0.3)]  # kf 2: FP (A vs B: IoU 0); kf 1: TP
+    # official (float64): FP ranks first -> precision 0, 1/2 at recall 0, 1/2 -> AP 1/4
+    assert fm(gt, det, class_ids=[1]).per_class[1] == 0.25
+    # MMAction2 (float32 scores): a tie; its concatenation follows the GT keyframes [kf 2 FP, kf 1 TP],
+    # reversed argsort of the tie -> [TP, FP] -> AP 1/2 (when numpy orders the tie [0, 1])
+    tie_first = np.argsort(np.array([0.3, 0.3], np.float32))[::-1][0]
+    assert fm(gt, det, class_ids=[1], protocol="mmaction2").per_class[1] == (0.5 if tie_first == 1 else 0.25)
+
+
+def test_iou_boundary_is_inclusive():
+    gt = [(1, [0.0, 0.0, 1.0, 1.0], 1)]
+    assert fm(gt, [(1, [0.0, 0.0, 0.5, 1.0], 1, 0.9)], class_ids=[1]).per_class[1] == 1.0  # IoU exactly 0.5
+    below = np.nextafter(1.0, 0.0)
+    assert fm(gt, [(1, [0.0, 0.0, 0.5, below], 1, 0.9)], class_ids=[1]).per_class[1] == 0.0  # IoU < 0.5
+
+
+def test_gt_order_decides_equal_iou_ties():
+    # det D has IoU 0.5 with both G1 and G2 (class 1, one keyframe); the official GT order is the heap order
+    # of (1.0, class, y1, x1, y2, x2): G2 (y1 -0.25) sits before G1 (y1 0.25) whatever the file order, so D takes
+    # G2, and E (which only overlaps G2 enough) is then a FP. Ranked D TP, E FP over 2 GT -> AP 1/2.
+    g1, g2 = [0.0, 0.25, 1.0, 1.25], [0.0, -0.25, 1.0, 0.75]
+    d = [0.0, 0.0, 1.0, 1.0]  # IoU(d, g1) = IoU(d, g2) = 0.75 / 1.25 = 0.6
+    e = [0.0, -0.25, 1.0, 0.7]  # IoU(e, g2) = 0.95 / 1.0 = 0.95, IoU(e, g1) = 0.45 / 1.5 < 0.5
+    for gt in ([(1, g1, 1), (1, g2, 1)], [(1, g2, 1), (1, g1, 1)]):
+        assert fm(gt, [(1, d, 1, 0.9), (1, e, 1, 0.8)], class_ids=[1]).per_class[1] == 0.5
+    # PySlowFast keeps the GT file order: with G1 first, D takes G1 and E takes G2 -> AP 1
+    r = fm([(1, g1, 1), (1, g2, 1)], [(1, d, 1, 0.9), (1, e, 1, 0.8)], class_ids=[1], protocol="pyslowfast")
+    assert r.per_class[1] == 1.0
 
 
 def test_timestamp_formats_are_one_keyframe(tmp_path):
@@ -153,89 +200,6 @@ def test_timestamp_formats_are_one_keyframe(tmp_path):
     excl.write_text("vid,903.000\n")
     r = evaluate_files(gt, pred, DEFAULT_LABEL_MAP, excluded_csv=excl)
     assert r.per_class[1] == pytest.approx(1.0) and r.num_gt[1] == 1 and r.num_det[1] == 2
-
-
-# ----------------------------------------------------------------------------- loop reference
-
-def reference_frame_map(gt, det, class_ids, cap=50, thr=0.5, excluded=()):
-    """The official protocol written as plain loops (ties: order given)."""
-    gts = defaultdict(list)
-    for k, b, c in gt:
-        if c in class_ids and k not in excluded:
-            gts[k].append((c, b))
-    heaps = defaultdict(list)
-    for i, (k, b, c, s) in enumerate(det):
-        if c not in class_ids or k in excluded:
-            continue
-        item = (s, c, b[1], b[0], b[3], b[2], -i)
-        h = heaps[k]
-        if cap is None or len(h) < cap:
-            heapq.heappush(h, item)
-        elif s > h[0][0]:
-            heapq.heapreplace(h, item)
-    ranked = defaultdict(list)
-    for k, h in heaps.items():
-        for c in class_ids:
-            ds = sorted([(-negi, s, (x1, y1, x2, y2)) for s, cc, y1, x1, y2, x2, negi in h
-                         if cc == c and x1 < x2 and y1 < y2], key=lambda d: (-d[1], d[0]))
-            g = [b for cc, b in gts.get(k, []) if cc == c]
-            taken = [False] * len(g)
-            for i, s, b in ds:
-                best, best_j = -1.0, -1
-                for j, gb in enumerate(g):
-                    iw = max(0.0, min(b[2], gb[2]) - max(b[0], gb[0]))
-                    ih = max(0.0, min(b[3], gb[3]) - max(b[1], gb[1]))
-                    inter = iw * ih
-                    iou = inter / ((b[2] - b[0]) * (b[3] - b[1]) + (gb[2] - gb[0]) * (gb[3] - gb[1]) - inter)
-                    if iou > best:
-                        best, best_j = iou, j
-                tp = best_j >= 0 and best >= thr and not taken[best_j]
-                if tp:
-                    taken[best_j] = True
-                ranked[c].append((-s, i, tp))
-    aps = {}
-    for c in class_ids:
-        n_gt = sum(cc == c for lst in gts.values() for cc, _ in lst)
-        if n_gt == 0:
-            aps[c] = float("nan")
-            continue
-        tp_cum, prec, rec = 0, [0.0], [0.0]
-        for n, (_, _, tp) in enumerate(sorted(ranked[c]), start=1):
-            tp_cum += tp
-            prec.append(tp_cum / n)
-            rec.append(tp_cum / n_gt)
-        prec.append(0.0), rec.append(1.0)
-        for i in range(len(prec) - 2, -1, -1):
-            prec[i] = max(prec[i], prec[i + 1])
-        aps[c] = sum((rec[i] - rec[i - 1]) * prec[i] for i in range(1, len(rec)) if rec[i] != rec[i - 1])
-    return aps
-
-
-@pytest.mark.parametrize("seed,cap,shuffle", [(0, 50, False), (1, 8, False), (2, None, False), (3, 8, True)])
-def test_matches_loop_reference_on_random_input(seed, cap, shuffle):
-    rng = np.random.default_rng(seed)
-    n_kf, classes = 30, [1, 2, 3, 4, 5]
-    gt, det = [], []
-    for k in range(n_kf):
-        for _ in range(rng.integers(0, 4)):
-            xy = rng.uniform(0, 0.6, 2)
-            b = [*xy, *(xy + rng.uniform(0.1, 0.4, 2))]
-            for c in rng.choice([1, 2, 3, 4, 5, 9], rng.integers(1, 3), replace=False):
-                gt.append((k, b, int(c)))
-            for _ in range(rng.integers(1, 3)):
-                db = list(np.clip(np.array(b) + rng.normal(0, 0.05, 4), 0, 1))
-                for c in [1, 2, 3, 4, 5, 9]:
-                    det.append((k, db, c, float(np.round(rng.random(), 2))))  # 2 decimals: ties
-    det.append((n_kf + 1, [0.1, 0.1, 0.2, 0.2], 1, 0.99))  # keyframe without GT
-    det.append((0, [0.3, 0.3, 0.3, 0.5], 2, 0.98))  # empty box: dropped
-    if shuffle:  # keyframes interleaved in the file (not grouped): the general code path
-        det = [det[i] for i in rng.permutation(len(det))]
-    excluded = {3, 4}
-    got = fm(gt, det, classes, max_dets_per_kf=cap, excluded_kf=sorted(excluded))
-    want = reference_frame_map(gt, det, classes, cap=cap, excluded=excluded)
-    torch.testing.assert_close(torch.tensor([got.per_class[c] for c in classes], dtype=torch.float64),
-                               torch.tensor([want[c] for c in classes], dtype=torch.float64), equal_nan=True)
-    assert got.map == pytest.approx(np.nanmean([want[c] for c in classes]))
 
 
 # ----------------------------------------------------------------------------- single label, groups, CLI

@@ -1,6 +1,6 @@
 """STAGE on the synthetic relational feature store: relations are learned, and each switch matters.
 
-The feature-level synthetic store (`extract/synthetic_store.py`) puts only pose and identity in an
+The feature-level synthetic store (`extract/synthetic/store.py`) puts only pose and identity in an
 actor's feature, so classes 4 "hold cup" / 5 "ride bike" (nearest object within 0.15) need object
 boxes + box proximity and class 7 "get up" needs the previous keyframe (temporal links); classes 1-3
 (pose) are linear in the feature. This test trains `linear`, `stage`, `stage proximity=False` and

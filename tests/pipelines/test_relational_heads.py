@@ -3,7 +3,7 @@ says it should, by a margin measured here (STAGE has its own file, test_relation
 
 The store (`make_feature_store(levels=("roi", "temporal", "context"))` + `write_tracks`) puts only
 pose and identity in the pooled actor feature; the context maps show the whole scene, the RoI maps
-what overlaps each box (nearby objects and people, `extract/synthetic_levels.py`), the temporal
+what overlaps each box (nearby objects and people, `extract/synthetic/levels.py`), the temporal
 tokens the pose over the clip [t-1, t+1], and the tracks link a person's boxes across keyframes.
 So, per paper:
 - `sonly` (AVA-Kinetics 2021, S-only: relations over the spatial cells of person RoI maps) reads the

@@ -11,8 +11,7 @@ import torch
 from heads import build_head
 from heads.batch import HeadInput
 from pipelines.visualize import (
-    Edge, VisualizeArgs, acar_actor_maps, acar_attention, draw_heatmaps, draw_keyframe, read_frame,
-    run_visualize, stage_attention, stage_edges,
+    Edge, VisualizeArgs, acar_actor_maps, draw_heatmaps, draw_keyframe, read_frame, run_visualize, stage_edges,
 )
 
 torch.set_num_threads(1)
@@ -56,7 +55,8 @@ def test_stage_attention_is_the_heads_softmax_and_lines_follow_the_graph():
         for layer in head.layers:
             layer.attn_w.zero_()
             layer.attn_b.fill_(c)
-    logits, att = stage_attention(head, x)
+    with torch.no_grad():
+        logits, att = head.forward_with_attention(x)
     torch.testing.assert_close(logits, head(x))  # recording does not change the output
     assert len(att.weights) == 2
     boxes = torch.cat([x.actor_box, x.object_box])
@@ -79,7 +79,8 @@ def test_stage_attention_is_the_heads_softmax_and_lines_follow_the_graph():
     edges = stage_edges(att, -1, actors=[0, 1, 2], nodes_same_kf=[0, 1, 2, 4, 5])
     assert {(e.src, e.dst) for e in edges} == {(i, j) for i in (0, 1, 2) for j in (4, 5)}
     head2 = build_head("stage", actor_dim=8, object_dim=6, num_classes=3, num_layers=1, dropout=0.0).eval()
-    _, att2 = stage_attention(head2, x)
+    with torch.no_grad():
+        _, att2 = head2.forward_with_attention(x)
     edges2 = stage_edges(att2, 0, actors=[0], nodes_same_kf=[0, 1, 2, 4, 5])
     assert {(e.src, e.dst) for e in edges2} == {(0, 1), (0, 2), (0, 4), (0, 5)}
     assert all(bool(att2.connected[0][e.src, e.dst]) for e in edges2)
@@ -90,7 +91,9 @@ def test_acar_heat_maps(tmp_path):
     head = build_head("acar", actor_dim=8, object_dim=6, num_classes=3, context_dim=4, reduce_dim=8,
                       hidden_dim=8, dropout=0.0, nl_dropout=0.0).eval()
     x = _input(ctx=torch.randn(2, 4, 5, 6, generator=torch.Generator().manual_seed(1)))
-    logits, maps = acar_attention(head, x)
+    with torch.no_grad():
+        logits, att = head.forward_with_attention(x)
+    maps = att.weights
     torch.testing.assert_close(logits, head(x))
     assert len(maps) == 2 and maps[0].shape == (5, 6, 4, 4)
     # Softmax over the actors of the same keyframe only.

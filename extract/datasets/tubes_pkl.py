@@ -1,0 +1,237 @@
+"""JHMDB-21 and UCF101-24 from the ACT-detector ground-truth pickles to `extract features` inputs.
+
+`JHMDB-GT.pkl` / `UCF101v2-GT.pkl` (ACT detector, redistributed by MOC-Detector and MMAction2)
+are Python 2 pickles (read with encoding="latin1", through `extract.safe_pickle`) of a dict:
+  labels        [class name] (label index = position)
+  gttubes       {video: {label index: [array (n, 5): frame (1-based), x1, y1, x2, y2 in pixels]}}
+  nframes       {video: number of frames}
+  train_videos  [[video] per split]   (JHMDB: 3 splits, UCF101-24: 1)
+  test_videos   [[video] per split]
+  resolution    {video: (height, width)}
+`<video>` is `<class>/<clip>`. Frames: `Frames/<video>/%05d.png` (JHMDB) and
+`rgb-images/<video>/%05d.jpg` (UCF101-24), frame k = file k; a raw video `<video>.<ext>` is
+used where no frame folder exists.
+
+Conversion (documented choices):
+  keyframes   frames f with at least one GT box and (f - 1) % frame_stride == 0; the default
+              stride 1 keeps every annotated frame (what frame-mAP evaluates).
+  time        timestamp = (f - 1) / fps, fps = the dataset's frame rate (JHMDB 30, UCF101 25) unless
+              given; the clip readers map it back to frame f (time offset 0).
+  actors      one GT row per tube present at the frame, its box divided by (width, height) of the
+              recorded resolution (clipped to [0, 1]), one label = the tube's class (label-map id =
+              label index + 1), track id = the tube's index in the video (tubes enumerated by label
+              index, then list order). UCF101-24's tubes may start/end inside a video and overlap in
+              time: every one is kept.
+  splits      a store per split and side: split name `train<N>` / `test<N>` (N 1-based).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from extract import ava_io
+from extract.errors import UserError
+from extract.safe_pickle import load_pickle
+from extract.video import VIDEO_EXTENSIONS
+
+KEYS = ("labels", "gttubes", "nframes", "train_videos", "test_videos", "resolution")
+
+
+class TubeFormatError(UserError, ValueError):
+    """A GT pickle that does not have the ACT structure; the message names the file (and video)."""
+
+
+@dataclass(frozen=True)
+class TubeDatasetSpec:
+    name: str
+    fps: float
+    frame_dir: str  # folder of frame folders under the dataset root
+    frame_name: str  # file name of frame k (1-based)
+    splits: int
+
+
+TUBE_DATASETS: dict[str, TubeDatasetSpec] = {
+    "jhmdb": TubeDatasetSpec("jhmdb", 30.0, "Frames", "{:05d}.png", 3),
+    "ucf24": TubeDatasetSpec("ucf24", 25.0, "rgb-images", "{:05d}.jpg", 1),
+}
+
+
+def dataset_spec(name: str) -> TubeDatasetSpec:
+    try:
+        return TUBE_DATASETS[name]
+    except KeyError:
+        raise TubeFormatError(f"unknown tube dataset {name!r}; valid: {', '.join(sorted(TUBE_DATASETS))}") from None
+
+
+@dataclass
+class TubeGT:
+    """The pickle's content, validated. `tubes[video]` is a list of (label index, (n, 5) float64)."""
+
+    path: str
+    labels: list[str]
+    tubes: dict[str, list[tuple[int, np.ndarray]]]
+    nframes: dict[str, int]
+    train_videos: list[list[str]]
+    test_videos: list[list[str]]
+    resolution: dict[str, tuple[int, int]]  # (height, width)
+
+    def label_map(self) -> ava_io.LabelMap:
+        return ava_io.LabelMap(ids=list(range(1, len(self.labels) + 1)), names=list(self.labels))
+
+    def videos(self, side: str, split: int) -> list[str]:
+        lists = self.train_videos if side == "train" else self.test_videos
+        if not 1 <= split <= len(lists):
+            raise TubeFormatError(f"{self.path}: split {split} does not exist (the file has {len(lists)})")
+        return list(lists[split - 1])
+
+
+def _fail(path, msg: str):
+    raise TubeFormatError(f"{path}: {msg}")
+
+
+def read_tube_pickle(path: str | Path, *, trust: bool = False) -> TubeGT:
+    """Read and validate a JHMDB-GT.pkl / UCF101v2-GT.pkl file."""
+    path = str(path)
+    d = load_pickle(path, trust=trust, encoding="latin1")
+    if not isinstance(d, dict) or any(k not in d for k in KEYS):
+        have = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
+        _fail(path, f"not an ACT ground-truth pickle: need keys {list(KEYS)}, found {have}")
+    labels = [str(x) for x in d["labels"]]
+    nframes = {str(v): int(n) for v, n in d["nframes"].items()}
+    resolution = {}
+    for v, hw in d["resolution"].items():
+        if len(hw) != 2 or min(int(hw[0]), int(hw[1])) < 1:
+            _fail(path, f"video {v}: resolution must be (height, width), got {hw!r}")
+        resolution[str(v)] = (int(hw[0]), int(hw[1]))
+    tubes: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for v, by_label in d["gttubes"].items():
+        v = str(v)
+        if v not in nframes or v not in resolution:
+            _fail(path, f"video {v}: has tubes but no nframes/resolution entry")
+        out = []
+        for label in sorted(by_label):
+            if not 0 <= int(label) < len(labels):
+                _fail(path, f"video {v}: label index {label} outside 0..{len(labels) - 1}")
+            for j, t in enumerate(by_label[label]):
+                t = np.asarray(t, dtype=np.float64)
+                if t.ndim != 2 or t.shape[1] != 5 or len(t) == 0:
+                    _fail(path, f"video {v}: tube {j} of label {label} must be a non-empty (n, 5) array, "
+                                f"got shape {t.shape}")
+                f = t[:, 0]
+                if (f != np.round(f)).any() or f.min() < 1 or f.max() > nframes[v] or (np.diff(f) <= 0).any():
+                    _fail(path, f"video {v}: tube {j} of label {label}: frame numbers must be increasing "
+                                f"integers in 1..{nframes[v]}")
+                if not np.isfinite(t).all() or (t[:, 3] < t[:, 1]).any() or (t[:, 4] < t[:, 2]).any():
+                    _fail(path, f"video {v}: tube {j} of label {label}: boxes need x1 <= x2 and y1 <= y2")
+                out.append((int(label), t))
+        tubes[v] = out
+    splits = {}
+    for key in ("train_videos", "test_videos"):
+        lists = [[str(v) for v in s] for s in d[key]]
+        for s in lists:
+            for v in s:
+                if v not in tubes:
+                    _fail(path, f"{key}: video {v} has no gttubes entry")
+        splits[key] = lists
+    return TubeGT(path, labels, tubes, nframes, splits["train_videos"], splits["test_videos"], resolution)
+
+
+_SPLIT = re.compile(r"^(train|test)(\d+)$")
+
+
+def parse_split(name: str) -> tuple[str, int]:
+    """`train1` -> ("train", 1); the store split names of these datasets."""
+    m = _SPLIT.match(name)
+    if m is None:
+        raise TubeFormatError(f"split {name!r}: tube datasets name splits train<N> / test<N> (e.g. train1)")
+    return m.group(1), int(m.group(2))
+
+
+def frame_timestamp(frame, fps: float):
+    """Frame number(s) (1-based) -> seconds; inverse of `timestamp_frame`."""
+    return (np.asarray(frame, dtype=np.float64) - 1.0) / fps
+
+
+def timestamp_frame(ts, fps: float) -> np.ndarray:
+    return np.round(np.asarray(ts, dtype=np.float64) * fps).astype(np.int64) + 1
+
+
+def to_annotations(gt: TubeGT, videos: list[str], *, fps: float, frame_stride: int = 1) -> ava_io.Annotations:
+    """One annotation row per (tube, keyframe) of `videos` (see the module doc for the choices)."""
+    if frame_stride < 1:
+        raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+    cols: dict[str, list] = {"video": [], "timestamp": [], "box": [], "action": [], "person": []}
+    for v in videos:
+        h, w = gt.resolution[v]
+        scale = np.array([w, h, w, h], np.float64)
+        for track, (label, t) in enumerate(gt.tubes[v]):
+            keep = (t[:, 0].astype(np.int64) - 1) % frame_stride == 0
+            t = t[keep]
+            cols["video"].append(np.full(len(t), v, dtype=object))
+            cols["timestamp"].append(frame_timestamp(t[:, 0], fps))
+            cols["box"].append(np.clip(t[:, 1:5] / scale, 0.0, 1.0))
+            cols["action"].append(np.full(len(t), label + 1, np.int64))
+            cols["person"].append(np.full(len(t), track, np.int64))
+    cat = {k: (np.concatenate(v) if v else None) for k, v in cols.items()}
+    if cat["video"] is None:
+        return ava_io.Annotations(video=np.zeros(0, object), timestamp=np.zeros(0), box=np.zeros((0, 4), np.float32),
+                                  action=np.zeros(0, np.int64), person=np.zeros(0, np.int64))
+    return ava_io.Annotations(video=cat["video"], timestamp=cat["timestamp"], box=cat["box"].astype(np.float32),
+                              action=cat["action"], person=cat["person"])
+
+
+def find_tube_videos(root: str | Path, spec: TubeDatasetSpec, videos: list[str]) -> dict[str, tuple[Path, float]]:
+    """video -> (frame folder or video file, time offset 0) for the videos found under `root`.
+
+    Looked up in order: `<root>/<frame_dir>/<video>/`, `<root>/<video>/` (root is the frame
+    folder itself), then `<root>/<video>.<ext>` and `<root>/videos/<video>.<ext>`. Videos not
+    found are left out (extraction lists them as missing).
+    """
+    root = Path(root)
+    out: dict[str, tuple[Path, float]] = {}
+    for v in videos:
+        for d in (root / spec.frame_dir / v, root / v):
+            if d.is_dir():
+                out[v] = (d, 0.0)
+                break
+        else:
+            for base in (root, root / "videos"):
+                files = [base / f"{v}{ext}" for ext in VIDEO_EXTENSIONS if (base / f"{v}{ext}").is_file()]
+                if files:
+                    out[v] = (files[0], 0.0)
+                    break
+    return out
+
+
+@dataclass
+class TubeInputs:
+    """What `extract features` takes from a tube dataset instead of the AVA files."""
+
+    label_map: ava_io.LabelMap
+    annotations: ava_io.Annotations
+    videos: dict[str, tuple[Path, float]]  # the split's videos found under --videos
+    fps: float
+    proposals: ava_io.Proposals | None = None  # jittered GT copies (extract/datasets/tube_boxes.py)
+
+
+def tube_inputs(dataset: str, annotations: str, split: str, videos_root: str, *, fps: float | None = None,
+                frame_stride: int | None = None, trust: bool = False, gt_jitter: float = 0.0,
+                gt_jitter_copies: int = 1, seed: int = 0) -> TubeInputs:
+    """The label map, GT rows, jittered GT proposals (gt_jitter > 0) and video paths of one
+    split/side (`split` = train<N> / test<N>)."""
+    from extract.datasets.tube_boxes import jittered_gt_proposals
+
+    spec = dataset_spec(dataset)
+    side, index = parse_split(split)
+    gt = read_tube_pickle(annotations, trust=trust)
+    vids = gt.videos(side, index)
+    fps = spec.fps if fps is None else float(fps)
+    ann = to_annotations(gt, vids, fps=fps, frame_stride=frame_stride or 1)
+    props = None
+    if gt_jitter > 0:
+        props = jittered_gt_proposals(gt, vids, fps=fps, jitter=gt_jitter, copies=gt_jitter_copies, seed=seed,
+                                      frame_stride=frame_stride or 1)
+    return TubeInputs(gt.label_map(), ann, find_tube_videos(videos_root, spec, vids), fps, props)
