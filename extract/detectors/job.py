@@ -31,6 +31,7 @@ from core.atomic import atomic_open, atomic_path
 from extract.datasets.tube_boxes import keyframe_times
 from extract.datasets.tubes_pkl import TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle
 from extract.errors import UserError
+from extract.formats.csv_table import AvaFormatError
 
 from . import OBJECT_DETECTORS, PERSON_DETECTORS, build_object_detector, build_person_detector
 from .keyframes import detect_keyframes
@@ -198,7 +199,9 @@ def read_keyframe_csv(path: str) -> dict[str, np.ndarray]:
             except (IndexError, ValueError):
                 if i == 1:
                     continue  # header
-                raise ValueError(f"{path}:{i}: expected video,timestamp,... got {row[:2]}") from None
+                raise AvaFormatError(path, i, f"expected video,timestamp,... got {row[:2]}") from None
+            if not np.isfinite(ts):
+                raise AvaFormatError(path, i, f"timestamp {row[1]!r} is not a finite number")
             out.setdefault(row[0].strip(), set()).add(round(ts, 3))
     return {v: np.array(sorted(t)) for v, t in out.items()}
 

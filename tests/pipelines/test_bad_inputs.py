@@ -129,6 +129,13 @@ def extract_hostile_jhmdb_gt_pickle(d):
             [gt, "builtins.exec"])
 
 
+def detections_keyframes_not_a_number(d):
+    kf = _csv(d, "kf.csv", "video,timestamp\nv,0902\nv,09o3\n")
+    (d / "videos").mkdir()
+    return (["extract", "detections", "--video-dir", str(d / "videos"), "--out", str(d / "det"),
+             "--keyframes", kf, "--device", "cpu"], [f"{kf}:3"])
+
+
 def cache_import_stage_key_without_features(d):
     import h5py
 
@@ -230,6 +237,7 @@ CASES = [
     extract_hostile_pyslowfast_checkpoint,
     extract_hostile_caffe2_pickle,
     extract_hostile_jhmdb_gt_pickle,
+    detections_keyframes_not_a_number,
     cache_import_stage_key_without_features,
     train_head_arg_not_a_boolean,
     train_head_arg_unknown_key,
