@@ -10,14 +10,19 @@ official code (aimagelab/STAGE_action_detection) reads a store made by `extract 
   (O, D) float32, `_boxes`, `_cls_prob` (O, 1 + classes): the stored class gets its score, the
   background column 1 - score, the others 0, so the import's argmax gives back class and score.
 
-Export then import (with the store's label map) is the identity on every exported array.
+Export then import (with the store's label map) is the identity on every exported array, except
+the class of an object whose score is 0 (its cls_prob row is then background only). Timestamps are
+written `%04d` when whole (AVA); a fractional one (JHMDB / UCF stores) is written as its repr, which
+the official loader, made for AVA, cannot parse.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
+from core.atomic import atomic_path
 from extract.ava_io import format_timestamp
 from extract.stage_release import StageReleaseError
 from extract.store import open_store
@@ -70,19 +75,25 @@ def export_release(path: str, out: str, *, layout: str, backbone: str | None = N
     feat = d["actor_pooled"].astype(np.float32)
     ao, oo = t.kf_actor_offset.numpy(), t.kf_object_offset.numpy()
     n_cls = len(st.attrs.get("object_classes") or []) + 1
-    if layout == "stage-i3d":
-        os.makedirs(out, exist_ok=True)
-        actors = None
-    else:
-        actors = h5py.File(out, "w")
-    objs = h5py.File(objects, "w") if objects else None
-    try:
+    def h5_atomic(stack, p):
+        # written under a temporary name, renamed when complete: a killed or failed export never
+        # leaves a truncated file under the final name (core/atomic.py)
+        return stack.enter_context(h5py.File(stack.enter_context(atomic_path(p)), "w"))
+
+    with contextlib.ExitStack() as stack:
+        if layout == "stage-i3d":
+            os.makedirs(out, exist_ok=True)
+            actors = None
+        else:
+            actors = h5_atomic(stack, out)
+        objs = h5_atomic(stack, objects) if objects else None
         for k in range(st.num_keyframes):
             video, stamp = t.video_names[int(t.kf_video[k])], format_timestamp(float(t.kf_time[k]))
             a, b = ao[k], ao[k + 1]
             if actors is None:
                 os.makedirs(os.path.join(out, video), exist_ok=True)
-                with h5py.File(os.path.join(out, video, f"{stamp}.h5"), "w") as g:
+                with contextlib.ExitStack() as kf_stack:
+                    g = h5_atomic(kf_stack, os.path.join(out, video, f"{stamp}.h5"))
                     g.create_dataset("features", data=feat[a:b, :, None, None, None])  # (N, C, t, h, w)
                     g.create_dataset("boxes", data=d["actor_box"][a:b])
                     g.create_dataset("labels", data=labels[a:b])
@@ -104,10 +115,5 @@ def export_release(path: str, out: str, *, layout: str, backbone: str | None = N
                 objs.create_dataset(f"{prefix}_features", data=d["object_feature"][o0:o1].astype(np.float32))
                 objs.create_dataset(f"{prefix}_boxes", data=d["object_box"][o0:o1])
                 objs.create_dataset(f"{prefix}_cls_prob", data=prob)
-    finally:
-        if actors is not None:
-            actors.close()
-        if objs is not None:
-            objs.close()
     return {"videos": len(st.videos), "keyframes": st.num_keyframes, "actors": st.num_actors,
             "objects": st.num_objects if objects else 0, "backbone": backbone}

@@ -175,6 +175,14 @@ class ObjectsFile:
             self.f = h5py.File(path, "r")
         except OSError as e:
             raise StageReleaseError(f"{path}: not a readable HDF5 file ({e})") from None
+        try:
+            self._index()
+        except BaseException:
+            self.f.close()  # a file that fails validation is not left open
+            raise
+
+    def _index(self) -> None:
+        path = self.path
         self.index: dict[tuple[str, int], str] = {}
         for key in self.f:
             kind = next((k for k in OBJECT_KINDS if key.endswith("_" + k)), None)

@@ -22,6 +22,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core.atomic import atomic_open
 from heads import HEADS, build_head
 from pipelines.ablate_spec import Config, Spec, check_train_dict, load_spec, parse_spec, spec_from_flags
 from pipelines.steps import resolve_device
@@ -189,7 +190,8 @@ def _train_one(targs: dict, threads: int) -> dict:
         torch.set_num_threads(threads)
     d = Path(targs["out_dir"])
     d.mkdir(parents=True, exist_ok=True)
-    (d / "ablate_run.json").write_text(json.dumps(_identity(targs), indent=2))
+    with atomic_open(d / "ablate_run.json") as f:  # run_state reads it back: never half a file
+        f.write(json.dumps(_identity(targs), indent=2))
     return train(TrainArgs(**targs))
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from heads import Head
 from pipelines import losses
+from pipelines.preflight import RunExistsError  # a UserError: one line from the CLI, no traceback
 from pipelines.run_dir import RunDir, load_run_split, load_trained
 from pipelines.run_eval import EvalContext, eval_groups, evaluate_head, gt_for_eval
 from pipelines.steps import LossContext, SplitContext, resolve_device, seed_everything, train_epoch
@@ -85,7 +86,7 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     run = Path(run_dir)
     out = RunDir(out_dir if out_dir else run / "balanced")
     if out.last.exists():
-        raise FileExistsError(f"{out.path} already holds a retrained classifier; remove it or choose another out_dir")
+        raise RunExistsError(f"{out.path} already holds a retrained classifier; remove it or choose another out_dir")
     dev = resolve_device(device)
     head, cfg = load_trained(run, dev, checkpoint)
     params = classifier_parameters(head)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_open
 from extract import ava_io
 from extract.formats.csv_table import load_csv
 from pipelines.evaluation.core import member
@@ -287,9 +288,9 @@ def run_evaluate(args: EvaluateArgs, echo=print) -> EvalResult:
     echo(res.table())
     if args.json_path:
         os.makedirs(os.path.dirname(os.path.abspath(args.json_path)), exist_ok=True)
-        with open(args.json_path, "w") as f:
+        with atomic_open(args.json_path) as f:  # a kill mid-write leaves the previous file whole
             json.dump(res.to_json(groups), f, indent=2)
-        with open(os.path.join(os.path.dirname(os.path.abspath(args.json_path)), "evaluate_config.json"), "w") as f:
+        with atomic_open(os.path.join(os.path.dirname(os.path.abspath(args.json_path)), "evaluate_config.json")) as f:
             json.dump(asdict(args), f, indent=2)
     if args.plots:
         plot_pr_curves(res, args.plots, by=args.plot_by, groups=groups)

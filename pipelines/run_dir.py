@@ -18,6 +18,7 @@ import torch
 
 from core.atomic import atomic_open, atomic_path
 from extract import ava_io
+from extract.errors import UserError
 from extract.safe_pickle import torch_load
 from heads import build_head
 from pipelines.preflight import RUN_CHECKPOINT_HINT
@@ -92,12 +93,16 @@ def _write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
+class RunNotFoundError(UserError, FileNotFoundError):
+    """--run names no finished train-head run (one line from the CLI: visualize, write-bank, ...)."""
+
+
 def load_trained(run_dir: str | Path, device: torch.device, checkpoint: str = "best.pt"):
     """A trained head and its config from a run directory."""
     run = Path(run_dir)
     path = run / checkpoint
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {run} a finished train-head run?")
+        raise RunNotFoundError(f"{path} not found: is {run} a finished train-head run?")
     ckpt = torch_load(path, map_location=device, hint=RUN_CHECKPOINT_HINT)  # run dirs are shared
     cfg = ckpt["config"]
     head = build_head(cfg["head"], actor_dim=cfg["actor_dim"], object_dim=cfg["object_dim"],

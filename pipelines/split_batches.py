@@ -174,7 +174,7 @@ def epoch_batches(queries: Tensor, batch_size: int, sampling: str, seed: int, ep
     """One training epoch's query keyframes cut into batches (host tensors), a function of (seed,
     epoch) only, so a resumed run sees the same batches as an uninterrupted one.
 
-    "blocks" (default): the queries in (video, time) order, which is keyframe order, rotated by a
+    "blocks" (`--sampling blocks`; TrainArgs' default is "random"): the queries in (video, time) order, which is keyframe order, rotated by a
     seeded offset in [0, batch_size) so the block boundaries move between epochs, cut into blocks
     of `batch_size` consecutive queries, blocks in seeded random order. Consecutive keyframes are
     each other's temporal neighbours, so a block's context (every keyframe within the head's

@@ -109,12 +109,7 @@ def train(args: TrainArgs) -> dict:
         args.train_store, boxes=args.train_boxes, score_threshold=args.train_score_threshold, **how)
     val_store, val_tables, val_g = load_split(
         args.val_store, boxes=args.val_boxes, score_threshold=args.val_score_threshold, **how)
-    label_ids = store_label_ids(train_store)
-    if store_label_ids(val_store) != label_ids:
-        raise ValueError(f"train and val stores have different label maps: {args.train_store}, {args.val_store}")
-    if train_g.num_actors == 0 or val_g.num_actors == 0:
-        raise ValueError(f"no actors selected (train: {train_g.num_actors}, val: {val_g.num_actors}); "
-                         "check --train-boxes/--val-boxes and the score thresholds")
+    label_ids = store_label_ids(train_store)  # equal label maps and a non-empty selection: preflight_train
     eval_ids = [i for i in (args.eval_label_ids or default_eval_ids(label_ids)) if i in label_ids]
     train_split = SplitContext(train_g, radius, device, args.amp, train_tables)
     val_split = SplitContext(val_g, radius, device, args.amp, val_tables)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_open
 from extract import ava_io
 from extract.datasets.tubes_pkl import TubeGT, dataset_spec, read_tube_pickle, timestamp_frame
 from extract.errors import UserError
@@ -327,5 +328,6 @@ def run_tube_eval(args: TubeEvalArgs, echo=print) -> dict:
     out = {"dataset": args.dataset, "gt": args.gt, "runs": runs, "mean": mean}
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(out, indent=2) + "\n")
+        with atomic_open(args.json_path) as f:  # a kill mid-write leaves the previous file whole
+            f.write(json.dumps(out, indent=2) + "\n")
     return out

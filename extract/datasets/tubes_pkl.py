@@ -99,6 +99,15 @@ def read_tube_pickle(path: str | Path, *, trust: bool = False) -> TubeGT:
     if not isinstance(d, dict) or any(k not in d for k in KEYS):
         have = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
         _fail(path, f"not an ACT ground-truth pickle: need keys {list(KEYS)}, found {have}")
+    try:
+        return _parse(path, d)
+    except TubeFormatError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:  # e.g. a list where a dict goes
+        raise TubeFormatError(f"{path}: not an ACT ground-truth pickle ({type(e).__name__}: {e})") from None
+
+
+def _parse(path: str, d: dict) -> TubeGT:
     labels = [str(x) for x in d["labels"]]
     nframes = {str(v): int(n) for v, n in d["nframes"].items()}
     resolution = {}

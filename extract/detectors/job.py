@@ -314,7 +314,7 @@ def run_detections(a: DetectionsArgs) -> dict:
     if a.objects != "none":
         write_objects(os.path.join(a.out_dir, "objects.csv"),
                       Objects(np.array(ov, dtype=str), cat(ot, (0,)), cat(ob, (0, 4)), cat(oc, (0,)), cat(os_, (0,))))
-        with open(os.path.join(a.out_dir, "object_classes.txt"), "w") as f:
+        with atomic_open(os.path.join(a.out_dir, "object_classes.txt"), "w") as f:
             f.writelines(n + "\n" for n in objects.class_names)
     for det in (person, objects):
         if getattr(det, "missing", None):

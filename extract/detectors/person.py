@@ -11,7 +11,9 @@ import os
 import torch
 from torch import Tensor, nn
 
+from extract.errors import UserError
 from extract.random_init import warn_random_init
+from extract.safe_pickle import torch_load
 
 from . import Detections
 from ._common import check_frames, check_post_args, check_weights_arg, filter_people
@@ -19,19 +21,20 @@ from ._common import check_frames, check_post_args, check_weights_arg, filter_pe
 COCO_PERSON = 1
 
 
+class PersonWeightsError(UserError, ValueError):
+    """A person detector weights file that is missing or not a state_dict."""
+
+
 def load_state_dict_file(path: str) -> dict:
     """A torch checkpoint file -> state_dict (unwrapping "model" / "state_dict")."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files
-        raise ValueError(f"{path}: cannot read as a torch checkpoint ({e})") from e
+        raise PersonWeightsError(f"weights file not found: {path}")
+    obj = torch_load(path, map_location="cpu")  # UnsafePickleError (a UserError) names the file
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state_dict (dict of tensors), got {type(obj).__name__}")
+        raise PersonWeightsError(f"{path}: expected a state_dict (dict of tensors), got {type(obj).__name__}")
     return obj
 
 

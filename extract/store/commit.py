@@ -60,6 +60,8 @@ def read_manifests(loc: Location) -> tuple[dict[str, dict], bool]:
             continue
         except ValueError:
             raise StoreError(f"{loc.display}: {COMMITS}/{name} is not valid JSON (a damaged manifest)") from None
+        if not isinstance(m, dict) or not isinstance(m.get("fragment"), str):
+            raise StoreError(f"{loc.display}: {COMMITS}/{name} names no fragment (a damaged manifest)")
         _check_version(loc, f"{COMMITS}/{name}", m.get("schema_version"))
         out[m["fragment"]] = m
     return out, vanished

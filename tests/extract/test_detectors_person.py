@@ -137,3 +137,23 @@ def test_proposals_csv_round_trip_and_precomputed(tv_detector, tmp_path):
     pre2 = build_person_detector("precomputed", path=str(path), score_thresh=thr, max_per_frame=2)
     g = pre2(None, [keys[0]])[0]
     assert len(g) == min(2, int((dets[0].score >= thr).sum())) and (g.score >= thr).all()
+
+
+def test_person_weights_file_through_safe_pickle(tmp_path):
+    """Person weights go through the restricted loader: a file that would build another global is
+    refused (nothing runs), a truncated or missing file is a one-line UserError naming it."""
+    from datetime import date
+
+    from extract.detectors.person import load_state_dict_file
+    from extract.errors import UserError
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"made": date(2020, 1, 1)}}, evil)
+    with pytest.raises(UserError, match=r"evil\.pth: refusing to unpickle a datetime\.date"):
+        load_state_dict_file(str(evil))
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(b"PK\x03\x04 not a torch file")
+    with pytest.raises(UserError, match=r"cut\.pth: not a readable torch file"):
+        load_state_dict_file(str(cut))
+    with pytest.raises(UserError, match="weights file not found"):
+        load_state_dict_file(str(tmp_path / "missing.pth"))

@@ -181,3 +181,25 @@ def test_errors_name_file_and_key(tmp_path, label_map):
         f.create_group("nounderscore")
     with pytest.raises(StageReleaseError, match=r"bad\.h5: key 'nounderscore'"):
         import_stage_slowfast(bad, str(tmp_path / "s7"), progress=False)
+
+
+def test_failed_export_leaves_no_file_under_final_name(tmp_path, label_map):
+    """The export writes each file under a temporary name: an export stopped half-way (here by a
+    bad object class found at a later keyframe) leaves neither a truncated file nor a leftover."""
+    import json
+
+    actors, objects = random_release(2, tdims=())
+    a = str(tmp_path / "store_a")
+    import_stage_slowfast(write_slowfast(str(tmp_path / "a.h5"), actors), a, split="val",
+                          objects=write_objects(str(tmp_path / "objects.h5"), objects), label_map=label_map,
+                          progress=False)
+    root = os.path.join(a, "zarr.json")
+    meta = json.load(open(root))
+    meta["attributes"]["stagecache"]["object_classes"] = ["person"]  # class ids >= 1 are now out of range
+    json.dump(meta, open(root, "w"))
+    assert open_store(a).load().data["base/object_class"].max() >= 1
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(StageReleaseError, match="outside the store's 1 object classes"):
+        export_release(a, str(out / "back.h5"), layout="stage-slowfast", objects=str(out / "obj.h5"))
+    assert os.listdir(out) == []

@@ -115,6 +115,7 @@ def test_jhmdb_frame_folder_is_read(tmp_path):
     ({**GT, "gttubes": {**GT["gttubes"], "Basketball/v_a_c01": {0: [T_A * [9, 1, 1, 1, 1]]}}}, "frame numbers"),
     ({**GT, "gttubes": {**GT["gttubes"], "Basketball/v_a_c01": {7: [T_A]}}}, "label index 7"),
     ({**GT, "test_videos": [["nope/v"]]}, "video nope/v has no gttubes"),
+    ({**GT, "nframes": [40, 40]}, "not an ACT ground-truth pickle .AttributeError"),  # a list, not a dict
 ])
 def test_bad_pickles_name_the_file_and_video(tmp_path, bad, message):
     p = tmp_path / "JHMDB-GT.pkl"

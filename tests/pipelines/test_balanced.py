@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from extract.errors import UserError
 from heads import build_head
 from pipelines.balanced import (balanced_keyframe_weights, classifier_parameters, retrain_classifier_balanced,
                                 sample_keyframes)
@@ -38,6 +39,8 @@ def test_only_classifier_parameters_change(stores, tmp_path):
     head, cfg = load_trained(bal, torch.device("cpu"))  # the balanced run is a run like any other
     assert cfg["retrain_classifier"] == "balanced" and cfg["source_run"] == str(run)
     with pytest.raises(FileExistsError):
+        retrain_classifier_balanced(run, epochs=1, device="cpu")
+    with pytest.raises(UserError, match="already holds a retrained classifier"):  # the CLI's one-line error path
         retrain_classifier_balanced(run, epochs=1, device="cpu")
 
 

@@ -181,3 +181,12 @@ def test_generated_options_keep_the_documented_spellings(tmp_path):
     assert r.exit_code == 2 and "--videos" in r.output  # click's range check, as before
     ctx = load_command("predict").make_context("predict", ["--run", "r", "--store", "s", "--out", "p.csv"])
     assert (ctx.params["run_dir"], ctx.params["boxes"], ctx.params["batch_size"]) == ("r", "proposals", 64)
+
+
+def test_visualize_with_a_missing_run_is_one_error_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("STAGECACHE_DEBUG", raising=False)
+    run, out = tmp_path / "norun", tmp_path / "o"
+    r = CliRunner().invoke(main, ["visualize", "--run", str(run), "--store", str(tmp_path / "s.zarr"),
+                                  "--out", str(out), "--timestamp", "902", "--video-name", "v"])
+    assert r.exit_code == 1 and not out.exists()
+    assert r.stderr == f"Error: {run / 'best.pt'} not found: is {run} a finished train-head run?\n"

@@ -206,6 +206,17 @@ def test_schema_version_checked_where_recorded(tmp_path, where):
         w.close()
 
 
+
+def test_manifest_without_fragment_is_a_store_error(tmp_path):
+    p = tmp_path / "s"
+    write_videos(str(p), VIDS[:1], units=True)
+    f = next((p / "commits").iterdir())
+    d = json.loads(f.read_text())
+    del d["fragment"]
+    f.write_text(json.dumps(d))
+    with pytest.raises(StoreError, match=f"{f.relative_to(p).as_posix()} names no fragment"):
+        open_store(str(p))
+
 def test_add_groups_checks_everything_before_buffering(tmp_path):
     p = str(tmp_path / "s")
     w = StoreWriter(p, split="val", label_ids=LABEL_IDS, label_names=LABEL_NAMES)
