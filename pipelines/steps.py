@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from extract.errors import UserError
 from heads import Head, HeadInput
 from pipelines import losses
 from pipelines.split_batches import GraphData
@@ -31,6 +32,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss became NaN or inf: the run diverged (a user-facing state, not a traceback)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,9 @@ def train_epoch(head: Head, opt: torch.optim.Optimizer, split: SplitContext, los
     def check(upto: int) -> None:
         nonlocal checked
         if not bool(torch.isfinite(total)):
-            raise FloatingPointError(f"non-finite loss at {desc}, in steps {checked}-{upto - 1}")
+            raise NonFiniteLossError(f"non-finite loss at {desc}, in steps {checked}-{upto - 1}: the training "
+                                     "diverged (lower --lr, or check the head); the run directory keeps the "
+                                     "last finished epoch (--resume)")
         checked = upto
 
     with tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch") as bar:

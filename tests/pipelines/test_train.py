@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from extract import ava_io
+from extract.errors import UserError
 from heads import HEADS, HeadBase
 from pipelines.train import train
 from tests.pipelines.relational_helpers import small_stage_args as _args, small_store_pair
@@ -66,8 +67,9 @@ class _NaNHead(HeadBase):
 
 def test_non_finite_loss_stops_the_run(stores, tmp_path, monkeypatch):
     monkeypatch.setitem(HEADS, "nan", lambda **kw: _NaNHead(**kw))
-    with pytest.raises(FloatingPointError, match="non-finite loss"):
+    with pytest.raises(FloatingPointError, match="non-finite loss") as e:
         train(_args(stores, tmp_path / "nan", head="nan", head_args={}))
+    assert isinstance(e.value, UserError)  # the CLI prints one `Error:` line, no traceback
 
 
 def test_bad_arguments_are_refused(stores, tmp_path):
