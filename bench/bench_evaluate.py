@@ -7,7 +7,7 @@ Writes a seeded random AVA-like GT CSV and predictions CSV (every detected box s
 classes of the AVA label map, as a model's output is; scores with 6 decimals, so there are ties), then
 times in this process:
 
-- ours: `pipelines.evaluate.evaluate_files` (pyarrow CSV reader + vectorised official protocol),
+- ours: `pipelines.evaluate.evaluate_files` (pyarrow CSV reader, numba-compiled official heap and matcher),
   `--repeat` times, median reported;
 - reference, once: `csv.reader` row by row with `float()` / `int()` as the official `read_csv`, then
   `tests/pipelines/ava_reference.py` (per-keyframe heap of 50, per-detection argmax loop, per-class

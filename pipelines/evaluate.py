@@ -19,7 +19,9 @@ from core.atomic import atomic_open
 from extract import ava_io
 from extract.formats.csv_table import load_csv
 from pipelines.evaluation.core import member
-from pipelines.evaluation.protocols import PROTOCOLS, frame_map_arrays
+from pipelines.evaluation.heap_order import HeapChunk, official_heap
+from pipelines.evaluation.protocols import PROTOCOLS, frame_map_arrays, official_from_kept
+from pipelines.evaluation.runs import table_runs
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_LABEL_MAP = DATA_DIR / "ava_action_list_60.pbtxt"
@@ -76,8 +78,11 @@ def frame_map(gt_kf, gt_box, gt_class, det_kf, det_box, det_class, det_score, *,
     out = frame_map_arrays(gt_kf, gt_box, gt_class, det_kf, det_box, det_class, det_score, class_ids=class_ids,
                            excluded_kf=excluded_kf, protocol=protocol, max_dets_per_kf=max_dets_per_kf,
                            iou_threshold=iou_threshold, gt_score=gt_score, keep_curves=keep_curves)
+    return _result(out, class_names or {})
+
+
+def _result(out: dict, names: dict[int, str]) -> EvalResult:
     ids = [int(c) for c in out["class_ids"]]
-    names = class_names or {}
     return EvalResult(out["map"], {c: float(a) for c, a in zip(ids, out["ap"])}, {c: names.get(c, "") for c in ids},
                       {c: int(n) for c, n in zip(ids, out["num_gt"])}, {c: int(n) for c, n in zip(ids, out["num_det"])},
                       out["curves"])
@@ -106,20 +111,27 @@ def frame_map_single_label(gt_kf, gt_box, gt_label, det_kf, det_box, det_scores,
 
 # ----------------------------------------------------------------------------- files
 
-def _keys(codes: np.ndarray, ts: np.ndarray, source, remap: np.ndarray) -> np.ndarray:
-    """int64 keyframe keys: video index (shared sorted vocabulary) << 32 | timestamp milliseconds.
-
-    Computed once per run of rows with equal (video, timestamp) -- a keyframe's rows are contiguous in
-    a model's output file -- and repeated; any row order gives the same keys.
-    """
-    if codes.size == 0:
+def _run_keys(run_codes: np.ndarray, run_ts: np.ndarray, source, remap: np.ndarray) -> np.ndarray:
+    """int64 keyframe keys of runs: video index (shared sorted vocabulary) << 32 | timestamp milliseconds."""
+    if run_codes.size == 0:
         return np.zeros(0, np.int64)
-    starts = np.concatenate([[0], np.flatnonzero((codes[1:] != codes[:-1]) | (ts[1:] != ts[:-1])) + 1])
-    tk = ava_io.timestamp_keys(ts[starts])
+    tk = ava_io.timestamp_keys(run_ts)
     if tk.min() < 0 or tk.max() >= 1 << 32:
         raise ava_io.AvaFormatError(source, None, "timestamps must lie in [0, 4.29e6) seconds")
-    run_keys = remap[codes[starts]].astype(np.int64) * (1 << 32) + tk  # remap: codes -> shared vocabulary
-    return np.repeat(run_keys, np.diff(np.append(starts, codes.size)))
+    return remap[run_codes].astype(np.int64) * (1 << 32) + tk  # remap: codes -> shared vocabulary
+
+
+def _keys(codes: np.ndarray, ts: np.ndarray, source, remap: np.ndarray) -> np.ndarray:
+    """(N,) int64 keyframe keys of rows, computed once per run of equal (video, timestamp) -- a keyframe's
+    rows are contiguous in a model's output file -- and repeated; any row order gives the same keys."""
+    starts = table_runs([codes], [ts], np.array([0, codes.size]))
+    return np.repeat(_run_keys(codes[starts[:-1]], ts[starts[:-1]], source, remap), np.diff(starts))
+
+
+def _heap_chunks(pr):
+    """The predictions table's chunks as heap input (views of the reader's buffers)."""
+    for c, (cls, score) in enumerate(zip(pr.parts(6), pr.parts(7))):
+        yield HeapChunk(int(pr.offsets[c]), cls, score, *(pr.parts(j)[c] for j in range(2, 6)))
 
 
 def check_single_label(kf: np.ndarray, box: np.ndarray, path, line) -> None:
@@ -151,26 +163,46 @@ def evaluate_files(gt_csv, pred_csv, label_map_path=DEFAULT_LABEL_MAP, excluded_
         ex.check_finite(("video", "timestamp"))
     tables = [t for t in (gt, pr, ex) if t is not None]
     _, inv = np.unique(np.concatenate([t.video_names for t in tables]), return_inverse=True)
-    keys, a = [], 0
+    runs, a = [], 0  # per table: run starts (R + 1,) and run keys (R,)
     for t in tables:
         remap = inv.ravel()[a:a + t.video_names.size]
         a += t.video_names.size
-        keys.append(_keys(t.video_codes, t.col(1), t.path, remap))
+        st = table_runs(t.code_parts, t.parts(1), t.offsets)
+        runs.append((st, _run_keys(t.take_codes(st[:-1]), t.take(1, st[:-1]), t.path, remap)))
+    (g_starts, g_run_keys), (p_starts, p_run_keys) = runs[:2]
+    gt_keys = np.repeat(g_run_keys, np.diff(g_starts))
+    ex_keys = np.repeat(runs[2][1], np.diff(runs[2][0])) if ex is not None else None
     ids = np.asarray(lm.ids, np.int64)
-    g_act, p_act = gt.int_col(6, "action_id"), pr.int_col(6, "action_id")  # converted by the readers already
-    g_in, p_in = member(g_act, ids), member(p_act, ids)
-    live = g_in & ~np.isin(keys[0], keys[2]) if ex is not None else g_in
+    g_act = gt.int_col(6, "action_id")  # converted by the reader already
+    g_in = member(g_act, ids)
+    # ids parsed as floats ("12.0") were checked integral by the reader
+    p_in = (np.concatenate([member(part.astype(np.int64, copy=False), ids) for part in pr.parts(6)]) if len(pr)
+            else np.zeros(0, dtype=bool))
+    live = g_in & ~np.isin(gt_keys, ex_keys) if ex is not None else g_in
     if not live.any():
         why = "is empty" if len(gt) == 0 else ("has no rows of the label map's classes" if not g_in.any()
                                                 else "has no rows left after the excluded keyframes")
         raise ava_io.AvaFormatError(gt_csv, None, f"the ground truth {why}: nothing to evaluate")
     if single_label:
-        check_single_label(keys[0], gt.box(), gt_csv, gt.line)
+        check_single_label(gt_keys, gt.box(), gt_csv, gt.line)
     gt_score = np.where(gt.ncol == 8, gt.col(7), 1.0)
-    res = frame_map(keys[0], gt.box(), g_act, keys[1], pr.box(), p_act, pr.col(7), class_ids=lm.ids,
-                    excluded_kf=keys[2] if ex is not None else None, max_dets_per_kf=max_dets_per_kf,
-                    iou_threshold=iou_threshold, class_names=dict(zip(lm.ids, lm.names)), keep_curves=keep_curves,
-                    protocol=protocol, gt_score=gt_score)
+    names = dict(zip(lm.ids, lm.names))
+    cap = max_dets_per_kf
+    if protocol == "official" and np.unique(p_run_keys).size == p_run_keys.size:
+        # each keyframe's rows contiguous (a model's output file): the heap reads the reader's chunks
+        # one after the other, no column is joined, and only the kept rows come out
+        kept = official_heap(_heap_chunks(pr), p_starts, ids, ~np.isin(p_run_keys, ex_keys) if ex is not None else None,
+                             int(cap or 0))
+        out = official_from_kept(kept, p_run_keys, gt_keys, gt.box(), g_act, gt_score, class_ids=ids,
+                                 ex=ex_keys if ex is not None else np.zeros(0, np.int64), thr=iou_threshold,
+                                 keep_curves=keep_curves)
+        out["class_ids"] = ids
+        res = _result(out, names)
+    else:
+        res = frame_map(gt_keys, gt.box(), g_act, np.repeat(p_run_keys, np.diff(p_starts)), pr.box(),
+                        pr.int_col(6, "action_id"), pr.col(7), class_ids=lm.ids, excluded_kf=ex_keys,
+                        max_dets_per_kf=cap, iou_threshold=iou_threshold, class_names=names,
+                        keep_curves=keep_curves, protocol=protocol, gt_score=gt_score)
     res.skipped = {"gt": int((~g_in).sum()), "pred": int((~p_in).sum())}
     return res
 

@@ -32,30 +32,56 @@ class AvaFormatError(UserError, ValueError):
 
 class CsvTable:
     """A parsed numeric CSV: video ids as codes into `video_names`, columns 1.. as float64 (NaN where a
-    row is short), the column count per row."""
+    row is short; int32 where the reader was asked to and every field is an integer), the column count
+    per row.
 
-    def __init__(self, path, video_codes: np.ndarray, video_names: np.ndarray, cols: list[np.ndarray],
-                 ncol: np.ndarray, lines: list[int] | None, skip: int, block: np.ndarray | None = None):
-        self.path, self.video_codes, self.video_names = path, video_codes, video_names
-        self.cols, self.ncol, self._lines, self._skip = cols, ncol, lines, skip
-        self._num = block  # (N, n_cols - 1) when the columns are views of one array
+    Columns are kept as the reader's chunks (zero-copy views of Arrow's buffers): `col(j)` joins a
+    column on first use, `take` gathers a few rows without joining; on a 15M-row predictions file the
+    evaluator needs only the score column whole.
+    """
+
+    def __init__(self, path, code_parts: list[np.ndarray], video_names: np.ndarray,
+                 col_parts: list[list[np.ndarray]], ncol: np.ndarray, lines: list[int] | None, skip: int):
+        self.path, self.video_names = path, video_names
+        self._code_parts, self._parts = code_parts, col_parts
+        self.ncol, self._lines, self._skip = ncol, lines, skip
+        self._full: dict[int, np.ndarray] = {}  # column -> joined array
+        self._codes: np.ndarray | None = None
         self._ints: dict[int, np.ndarray] = {}  # column -> int64 copy made by `int_col`
+        self.offsets = np.concatenate([[0], np.cumsum([c.size for c in code_parts])]).astype(np.int64)
+
+    @classmethod
+    def from_arrays(cls, path, video_codes: np.ndarray, video_names: np.ndarray, cols: list[np.ndarray],
+                    ncol: np.ndarray, lines: list[int] | None, skip: int) -> "CsvTable":
+        return cls(path, [video_codes], video_names, [[c] for c in cols], ncol, lines, skip)
 
     def __len__(self) -> int:
         return self.ncol.shape[0]
 
     @property
+    def n_cols(self) -> int:
+        """Numeric columns (1..)."""
+        return len(self._parts)
+
+    @property
     def num(self) -> np.ndarray:
-        """(N, n_cols - 1) float64 of columns 1.. (built on first use; large files use `col`)."""
-        if self._num is None:
-            self._num = np.column_stack(self.cols) if self.cols else np.zeros((len(self), 0))
-        return self._num
+        """(N, n_cols - 1) float64 of columns 1.. (large files use `col` / `take`)."""
+        return (np.column_stack([self.col(j).astype(np.float64, copy=False) for j in range(1, self.n_cols + 1)])
+                if self._parts else np.zeros((len(self), 0)))
 
     def box(self, first_col: int = 2) -> np.ndarray:
         """(N, 4) float64 x1, y1, x2, y2 from columns first_col..first_col+3."""
-        if self._num is not None:
-            return self._num[:, first_col - 1:first_col + 3]
-        return np.column_stack(self.cols[first_col - 1:first_col + 3])
+        return np.column_stack([self.col(j) for j in range(first_col, first_col + 4)])
+
+    @property
+    def video_codes(self) -> np.ndarray:
+        if self._codes is None:
+            self._codes = _join(self._code_parts, np.int64)
+        return self._codes
+
+    @property
+    def code_parts(self) -> list[np.ndarray]:
+        return self._code_parts
 
     @property
     def video(self) -> np.ndarray:
@@ -68,12 +94,39 @@ class CsvTable:
             self._lines = _data_lines(self.path, self._skip)
         return int(self._lines[i])
 
+    def parts(self, j: int) -> list[np.ndarray]:
+        """Column j as the reader's chunks (row ranges `offsets[c]:offsets[c + 1]`)."""
+        return self._parts[j - 1]
+
     def col(self, j: int) -> np.ndarray:
-        return self.cols[j - 1]
+        if j not in self._full:
+            self._full[j] = _join(self._parts[j - 1], np.float64)
+        return self._full[j]
+
+    def take(self, j: int, rows: np.ndarray) -> np.ndarray:
+        """Column j at the sorted row indices `rows`, gathered chunk by chunk (no joined column)."""
+        if j in self._full or len(self._parts[j - 1]) == 1:
+            return self.col(j)[rows]
+        return _gather(self._parts[j - 1], self.offsets, rows)
+
+    def take_codes(self, rows: np.ndarray) -> np.ndarray:
+        """Video codes at the sorted row indices `rows`."""
+        return self.video_codes[rows] if self._codes is not None else _gather(self._code_parts, self.offsets, rows)
+
+    def is_int(self, j: int) -> bool:
+        """Column j was parsed as integers (every field of the file is one)."""
+        parts = self._parts[j - 1]
+        return bool(parts) and parts[0].dtype.kind == "i"
 
     def int_col(self, j: int, what: str, rows: np.ndarray | None = None) -> np.ndarray:
         if rows is None and j in self._ints:  # checked and converted already (read functions, then callers)
             return self._ints[j]
+        if self.is_int(j):  # the reader parsed every field as an integer: nothing to check
+            v = self.col(j) if rows is None else self.col(j)[rows]
+            out = v.astype(np.int64)
+            if rows is None:
+                self._ints[j] = out
+            return out
         v = self.col(j) if rows is None else self.col(j)[rows]
         # checked in slices of 1M rows: no (N,) float and bool temporaries (fresh pages cost on large files)
         step = 1 << 20
@@ -90,13 +143,15 @@ class CsvTable:
 
     def check_finite(self, names: tuple[str, ...], cols: Iterable[int] | None = None) -> None:
         """NaN / inf anywhere in the numeric columns -> error naming line and column."""
-        cols = range(1, len(self.cols) + 1) if cols is None else cols
+        cols = range(1, self.n_cols + 1) if cols is None else cols
         for j in cols:
-            v = self.col(j)
-            with np.errstate(over="ignore", invalid="ignore"):
-                total = v.sum()
-            if np.isfinite(total):  # one pass, no temporaries: a NaN / inf makes the sum non-finite
+            if self.is_int(j):
                 continue
+            with np.errstate(over="ignore", invalid="ignore"):
+                # one pass per chunk, no temporaries: a NaN / inf makes a sum non-finite
+                if all(np.isfinite(part.sum()) for part in self.parts(j)):
+                    continue
+            v = self.col(j)
             bad = ~np.isfinite(v) & (self.ncol > j)  # NaN padding of short rows is not a value
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
@@ -104,13 +159,29 @@ class CsvTable:
 
     def check_boxes(self, first_col: int = 2) -> None:
         """x2 < x1 or y2 < y1 -> error naming line (columns first_col..first_col+3 are x1, y1, x2, y2)."""
-        x1s, y1s, x2s, y2s = self.cols[first_col - 1:first_col + 3]
+        x1s, y1s, x2s, y2s = (self.col(j) for j in range(first_col, first_col + 4))
         bad = (x2s < x1s) | (y2s < y1s)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             x1, y1, x2, y2 = x1s[i], y1s[i], x2s[i], y2s[i]
             raise AvaFormatError(self.path, self.line(i), f"inverted box x1={x1:g}, y1={y1:g}, x2={x2:g}, y2={y2:g} "
                                  "(x2 < x1 or y2 < y1)")
+
+
+def _gather(parts: list[np.ndarray], offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = np.empty(rows.size, parts[0].dtype if parts else np.float64)
+    cut = np.searchsorted(rows, offsets)
+    for c, part in enumerate(parts):
+        a, b = cut[c], cut[c + 1]
+        if b > a:
+            np.take(part, rows[a:b] - offsets[c], out=out[a:b])
+    return out
+
+
+def _join(parts: list[np.ndarray], empty_dtype) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, empty_dtype)
 
 
 def _check_text(path, head: bytes) -> None:
@@ -189,43 +260,57 @@ def _from_rows(path, rows, lines, k: int) -> CsvTable:
         num[r, :len(row) - 1] = [float(x) for x in row[1:]]
     names, codes = np.unique(np.array([r[0].strip() for r in rows], dtype=str), return_inverse=True) if rows else (
         np.zeros(0, str), np.zeros(0, np.int64))
-    return CsvTable(path, codes.ravel().astype(np.int64), names, [num[:, j].copy() for j in range(k - 1)],
-                    np.array([len(r) for r in rows], np.int64), lines, 0)
+    return CsvTable.from_arrays(path, codes.ravel().astype(np.int64), names, [num[:, j].copy() for j in range(k - 1)],
+                                np.array([len(r) for r in rows], np.int64), lines, 0)
 
 
-def load_csv(path, ncols: tuple[int, ...], names: tuple[str, ...], one_count: bool = False) -> CsvTable:
-    """Parse `path` (columns: 1 text + numbers; allowed column counts `ncols`)."""
+def _arrow_read(path, skip: int, n: int, int_cols: tuple[int, ...], pool):
+    """pyarrow's multi-threaded parse, or None when it refuses the file (the line scan names the line)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
+
+    types = {"f0": pa.dictionary(pa.int32(), pa.string()),  # ids straight into a dictionary column
+             **{f"f{j}": pa.int32() if j in int_cols else pa.float64() for j in range(1, n)}}
+    try:
+        return pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(autogenerate_column_names=True, skip_rows=skip, use_threads=True),
+            parse_options=pcsv.ParseOptions(delimiter=",", newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False,
+                                                quoted_strings_can_be_null=False),
+            memory_pool=pool)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        return None
+
+
+def load_csv(path, ncols: tuple[int, ...], names: tuple[str, ...], one_count: bool = False,
+             int_cols: tuple[int, ...] = ()) -> CsvTable:
+    """Parse `path` (columns: 1 text + numbers; allowed column counts `ncols`).
+
+    `int_cols`: columns parsed as int32 when every one of their fields is an integer (then
+    `int_col` has nothing to check); a file where one is not (`3.0`, `1e3`) is parsed as floats.
+    """
+    import pyarrow as pa
 
     k = max(ncols)
     with open(path, "rb") as f:
         head = f.read(_SNIFF)
     _check_text(path, head)
     if not head.strip():
-        return CsvTable(path, np.zeros(0, np.int64), np.zeros(0, str), [np.zeros(0)] * (k - 1), np.zeros(0, np.int64),
-                        [], 0)
+        return CsvTable.from_arrays(path, np.zeros(0, np.int64), np.zeros(0, str), [np.zeros(0)] * (k - 1),
+                                    np.zeros(0, np.int64), [], 0)
     skip = 1 if _first_field(path) in HEADER_FIRST_FIELDS else 0
     first_row = next((ln for ln in head.splitlines() if ln.strip()), b"")
     n_first = len(next(csv.reader([first_row.decode("utf-8", "replace")]))) if skip == 0 else None
     table = None
-    # the system allocator returns freed buffers to the OS at once (mimalloc keeps them): see below
+    # the system allocator hands freed buffers back to the OS at once (mimalloc keeps them)
     pool = pa.system_memory_pool()
     if n_first is None or n_first in ncols:
         n = n_first if n_first is not None else k
-        try:
-            table = pcsv.read_csv(
-                path,
-                read_options=pcsv.ReadOptions(autogenerate_column_names=True, skip_rows=skip, use_threads=True),
-                parse_options=pcsv.ParseOptions(delimiter=",", newlines_in_values=False),
-                convert_options=pcsv.ConvertOptions(
-                    # ids parsed straight into a dictionary column: no (N,) string array to encode
-                    column_types={"f0": pa.dictionary(pa.int32(), pa.string()),
-                                  **{f"f{j}": pa.float64() for j in range(1, n)}},
-                    null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
-                memory_pool=pool)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
-            table = None  # the scan below names the line
+        for ints in ((int_cols, ()) if int_cols else ((),)):
+            table = _arrow_read(path, skip, n, ints, pool)
+            if table is not None:
+                break
         if table is not None and table.num_columns not in ncols:
             table = None
     if table is None:
@@ -233,29 +318,15 @@ def load_csv(path, ncols: tuple[int, ...], names: tuple[str, ...], one_count: bo
         return _from_rows(path, rows, lines, k)
     n, n_cols, columns = table.num_rows, table.num_columns, table.columns
     del table
-    # Each column's Arrow buffers are freed, and handed back to the OS, as soon as it is copied: the
-    # copies then land on pages just released instead of fresh ones, whose first touch costs ~2 s per
-    # GB on the development VM (15M rows, fresh process: 1.9 s -> 0.6 s for the copies).
     enc = columns[0].unify_dictionaries(memory_pool=pool)  # per-chunk dictionaries -> one shared dictionary
-    columns[0] = None
-    codes = (np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks]) if enc.num_chunks
-             else np.zeros(0, np.int32))
     words = enc.chunk(0).dictionary.to_pylist() if enc.num_chunks else []
-    del enc
-    pool.release_unused()
     # strip the (few) distinct ids, then one sorted vocabulary independent of the file's row order
     vocab, remap = np.unique(np.char.strip(np.asarray(words, dtype=str)), return_inverse=True)
-    # one Fortran-order block: every column and the (N, 4) box columns are views, no further copies
-    block = np.empty((n, k - 1), order="F")
-    for j in range(1, k):
-        if j < n_cols:
-            column, columns[j] = columns[j], None
-            parts = [c.to_numpy(zero_copy_only=False) for c in column.chunks]
-            np.concatenate(parts, out=block[:, j - 1]) if parts else None
-            del column, parts
-            pool.release_unused()
-        else:
-            block[:, j - 1] = np.nan
-    return CsvTable(path, remap.ravel()[codes] if n else codes, vocab, [block[:, j] for j in range(k - 1)],
-                    # one count for every row: a read-only broadcast view, not an (N,) array
-                    np.broadcast_to(np.int64(n_cols), (n,)), None, skip, block=block)
+    remap = remap.ravel().astype(np.int32)
+    identity = bool(np.array_equal(remap, np.arange(remap.size)))  # ids first seen in sorted order: no remap
+    code_parts = [c.indices.to_numpy() if identity else remap[c.indices.to_numpy()] for c in enc.chunks]
+    # zero-copy views of Arrow's buffers (no nulls, fixed width); each view keeps its buffer alive
+    col_parts = [[c.to_numpy(zero_copy_only=False) for c in columns[j].chunks] if j < n_cols else
+                 [np.full(n, np.nan)] for j in range(1, k)]
+    # one count for every row: a read-only broadcast view, not an (N,) array
+    return CsvTable(path, code_parts, vocab, col_parts, np.broadcast_to(np.int64(n_cols), (n,)), None, skip)

@@ -13,8 +13,10 @@ from extract.formats.tables import Predictions, _format_timestamps
 
 def refuse_gt_as_predictions(t: CsvTable) -> None:
     """An 8-column file whose last column is written as integers (person ids) is a GT file, not scores."""
-    s = t.col(7) if len(t) else np.zeros(0)
-    if not (s.size and np.all(s[:4096] == np.round(s[:4096])) and np.all(s == np.round(s))):  # prefix: cheap exit
+    parts = [p for p in t.parts(7) if p.size] if len(t) else []
+    if not parts or not np.all(parts[0][:4096] == np.round(parts[0][:4096])):  # prefix: cheap exit
+        return
+    if not all(np.all(p == np.round(p)) for p in parts):
         return
     with open(t.path, "rb") as f:
         head = [ln.rstrip(b"\r\n") for ln in f.readlines(1 << 16)]
@@ -27,7 +29,7 @@ def refuse_gt_as_predictions(t: CsvTable) -> None:
 
 def read_predictions(path, label_map: LabelMap | None = None) -> Predictions:
     """`video,timestamp,x1,y1,x2,y2,action_id,score` (the AVA submission format)."""
-    t = load_csv(path, (8,), BOX_NAMES + ("action_id", "score"))
+    t = load_csv(path, (8,), BOX_NAMES + ("action_id", "score"), int_cols=(6,))
     check_values(t, BOX_NAMES + ("action_id", "score"), boxes=False)  # the evaluator drops empty boxes
     refuse_gt_as_predictions(t)
     video, ts, box = parse_common(t)
@@ -43,8 +45,9 @@ def write_predictions(path, preds: Predictions) -> None:
 
 def read_predictions_table(path) -> CsvTable:
     """Prediction rows as parsed (float64, unclipped), validated as `read_predictions`."""
-    t = load_csv(path, (8,), BOX_NAMES + ("action_id", "score"))
+    t = load_csv(path, (8,), BOX_NAMES + ("action_id", "score"), int_cols=(6,))
     check_values(t, BOX_NAMES + ("action_id", "score"), boxes=False)
     refuse_gt_as_predictions(t)
-    t.int_col(6, "action_id")
+    if not t.is_int(6):  # parsed as floats ("3.0"): checked (and converted once) here
+        t.int_col(6, "action_id")
     return t

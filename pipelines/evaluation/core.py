@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK = 1 << 22  # detection/GT pairs per IoU batch: bounds memory
-
 
 def segments(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start offsets (n_seg+1,) and segment id per row of an already sorted key array."""
@@ -92,23 +90,6 @@ def member(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.take(lut, values - (lo - 1), mode="clip")  # indices clipped onto those two slots
 
 
-def iou_pairs(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of (P, 4) x1,y1,x2,y2 pairs, operation for operation as `np_box_ops.iou`.
-
-    Its boxes are y1,x1,y2,x2; products and sums below are the same pairs of operands (IEEE `*` and
-    `+` commute), so the value is identical. The dtype follows the inputs: float64 for the official
-    and PySlowFast readers, float32 boxes for MMAction2 (whose clip-to-zero upcasts to float64 there too).
-    """
-    zero = np.zeros(d.shape[0])  # float64, as `np.zeros(shape)` in np_box_ops.intersection
-    ih = np.maximum(zero, np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]))
-    iw = np.maximum(zero, np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]))
-    inter = ih * iw
-    area_d = (d[:, 3] - d[:, 1]) * (d[:, 2] - d[:, 0])
-    area_g = (g[:, 3] - g[:, 1]) * (g[:, 2] - g[:, 0])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (area_d + area_g - inter)
-
-
 def match(d_group: np.ndarray, d_box: np.ndarray, g_group: np.ndarray, g_box: np.ndarray,
           thr: float) -> np.ndarray:
     """TP flags of detections; GT sorted by group ((keyframe, class)); detections in any group order,
@@ -116,51 +97,19 @@ def match(d_group: np.ndarray, d_box: np.ndarray, g_group: np.ndarray, g_box: np
 
     Each detection takes the GT box of its group with the highest IoU (`np.argmax`: the first on ties,
     the first NaN if any); it is a TP when that IoU >= thr and no earlier detection of the group took
-    that box. A detection never falls back to its second-best box.
+    that box. A detection never falls back to its second-best box. Boxes x1, y1, x2, y2 in the dtype
+    the evaluator computes in (`kernels.match_groups`).
     """
+    from pipelines.evaluation.kernels import match_groups  # numba compiles on first use (then cached)
+
     nd = d_group.size
-    tp = np.zeros(nd, dtype=bool)
     if nd == 0 or g_group.size == 0:
-        return tp
-    best_gt = np.full(nd, -1, np.int64)
-    best_ok = np.zeros(nd, dtype=bool)
-    span = int(max(g_group[-1], d_group.max())) + 1
-    dense = d_group.min() >= -1 and g_group[0] >= 0 and span <= 4 * (nd + g_group.size) + (1 << 20)
-    if dense:  # group keys in a small range: one table lookup instead of 2 x nd binary searches
-        below = np.searchsorted(g_group, np.arange(-1, span + 1))  # below[i]: GT rows with key < i - 1
-        lo_all = below[d_group + 1]
-        cnt_all = below[d_group + 2] - lo_all
-    else:
-        lo_all = np.searchsorted(g_group, d_group, "left")
-        cnt_all = np.searchsorted(g_group, d_group, "right") - lo_all
-    a = 0
-    while a < nd:
-        # batch so that the number of pairs stays bounded
-        cum = np.cumsum(cnt_all[a:a + _CHUNK])
-        b = a + max(1, int(np.searchsorted(cum, _CHUNK, "right")))
-        b = min(b, nd)
-        lo, cnt = lo_all[a:b], cnt_all[a:b]
-        has = np.flatnonzero(cnt > 0)
-        if has.size:
-            c = cnt[has]
-            off = np.concatenate([[0], np.cumsum(c)])
-            rep = np.repeat(np.arange(has.size), c)  # pair -> detection (within `has`)
-            gi = lo[has][rep] + (np.arange(off[-1]) - off[:-1][rep])
-            iou = iou_pairs(d_box[a + has[rep]], g_box[gi])
-            nan = np.isnan(iou)
-            mx = np.maximum.reduceat(np.where(nan, -np.inf, iou), off[:-1])
-            any_nan = np.logical_or.reduceat(nan, off[:-1])
-            hit = np.where(any_nan[rep], nan, iou == mx[rep])
-            first = np.flatnonzero(hit)
-            _, fi = np.unique(rep[first], return_index=True)  # first (arg)max per detection
-            best_gt[a + has] = gi[first[fi]]
-            best_ok[a + has] = ~any_nan & (mx >= thr)
-        a = b
-    ok = np.flatnonzero(best_ok)
-    # detections are in matching order inside each group: the first claimant of a box takes it
-    _, first_claim = np.unique(best_gt[ok], return_index=True)
-    tp[ok[first_claim]] = True
-    return tp
+        return np.zeros(nd, dtype=bool)
+    u, first = np.unique(g_group, return_index=True)  # sorted groups and their first GT row
+    g_start = np.append(first, g_group.size).astype(np.int64)
+    pos = np.minimum(np.searchsorted(u, d_group), u.size - 1)
+    d_slot = np.where(u[pos] == d_group, pos, -1).astype(np.int64)  # (nd,) group slot; -1: no GT
+    return match_groups(d_slot, np.ascontiguousarray(d_box), g_start, np.ascontiguousarray(g_box), float(thr))
 
 
 def voc_ap(scores: np.ndarray, tp: np.ndarray, num_gt: int):

@@ -19,7 +19,7 @@ import numpy as np
 
 from extract.errors import UserError
 from pipelines.evaluation.core import class_index, first_appearance_ids, grouped_desc_order, match, member, per_class_ap
-from pipelines.evaluation.heap_order import cap_candidates, cap_keep, official_order
+from pipelines.evaluation.heap_order import HeapChunk, Kept, official_heap
 
 PROTOCOLS = ("official", "pyslowfast", "mmaction2")
 
@@ -103,54 +103,67 @@ def frame_map_arrays(gt_kf, gt_box, gt_class, det_kf, det_box, det_class, det_sc
     return out
 
 
-def _official_like(gt_kf, gt_box, gt_class, gt_score, det_kf, det_box, det_class, det_score, *, class_ids, ex,
-                   cap, thr, keep_curves, heap: bool):
+def heap_arrays(kf: np.ndarray, cls: np.ndarray, box: np.ndarray, score: np.ndarray, class_ids: np.ndarray,
+                cap: int) -> tuple[Kept, np.ndarray]:
+    """The official heap over in-memory rows (file order): kept rows, and the key of each keyframe index.
+
+    Rows of classes outside `class_ids` never reach a heap; keyframes are numbered in the order their
+    first such row appears (the reader's dict insertion order). `cap` < 1: no cap.
+    """
+    rows = np.flatnonzero(member(cls, class_ids))
+    kfo, K = first_appearance_ids(kf[rows])
+    if np.any(kfo[1:] < kfo[:-1]):  # keyframes interleaved: each one's rows together, file order kept
+        o = np.argsort(kfo, kind="stable")
+        rows, kfo = rows[o], kfo[o]
+    key_of = np.empty(K, np.int64)
+    key_of[kfo] = kf[rows]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(kfo, minlength=K))])
+    b = box[rows]
+    chunk = HeapChunk(0, cls[rows], score[rows], *(np.ascontiguousarray(b[:, j]) for j in range(4)))
+    return official_heap([chunk], starts, class_ids, None, cap), key_of
+
+
+def official_from_kept(kept: Kept, key_of: np.ndarray, gt_kf, gt_box, gt_class, gt_score, *, class_ids, ex,
+                       thr, keep_curves):
+    """The official protocol's numbers from the detections its heap kept (`heap_arrays`, or a file's chunks
+    through `heap_order.official_heap`); `key_of`: keyframe index -> key."""
+    C = class_ids.size
+    valid = (kept.box[:, 0] < kept.box[:, 2]) & (kept.box[:, 1] < kept.box[:, 3])  # `_remove_invalid_boxes`
+    if not valid.all():
+        kept = Kept(*(a[valid] for a in kept))
+    gm = member(gt_class, class_ids) & ~np.isin(gt_kf, ex)
+    g_idx = np.flatnonzero(gm)
+    # GT passes the same heap code, without a cap: its order decides argmax ties between boxes
+    g, g_key = heap_arrays(gt_kf[g_idx], gt_class[g_idx], gt_box[g_idx], gt_score[g_idx], class_ids, 0)
+    return _score(g_key[g.run], g.box, class_ids[g.cls], key_of[kept.run], kept.box, class_ids[kept.cls],
+                  kept.score, class_ids, thr, keep_curves, num_gt=np.bincount(g.cls, minlength=C))
+
+
+def _official(gt_kf, gt_box, gt_class, gt_score, det_kf, det_box, det_class, det_score, *, class_ids, ex, cap, thr,
+              keep_curves):
+    live = ~np.isin(det_kf, ex) if ex.size else None
+    if live is not None and not live.all():
+        det_kf, det_box, det_class, det_score = det_kf[live], det_box[live], det_class[live], det_score[live]
+    kept, key_of = heap_arrays(det_kf, det_class, det_box, det_score, class_ids, int(cap or 0))
+    return official_from_kept(kept, key_of, gt_kf, gt_box, gt_class, gt_score, class_ids=class_ids, ex=ex, thr=thr,
+                              keep_curves=keep_curves)
+
+
+def _pyslowfast(gt_kf, gt_box, gt_class, gt_score, det_kf, det_box, det_class, det_score, *, class_ids, ex, cap,
+                thr, keep_curves):
     C = class_ids.size
     gm = member(gt_class, class_ids) & ~np.isin(gt_kf, ex)
-    dm = member(det_class, class_ids)  # rows outside the label map never reach the heap
-    if dm.all():  # the usual case: no copies of the large arrays (d_idx None: every row)
-        d_idx, (kfo, K) = None, first_appearance_ids(det_kf)
-    else:
-        d_idx = np.flatnonzero(dm)
-        kfo, K = first_appearance_ids(det_kf[d_idx])  # the detections dict's insertion order
-    if ex.size:
-        live = ~np.isin(det_kf if d_idx is None else det_kf[d_idx], ex)
-        d_idx, kfo = (np.flatnonzero(live), kfo[live]) if d_idx is None else (d_idx[live], kfo[live])
-    rows = d_idx
-    pick = (lambda i: i) if rows is None else (lambda i: rows[i])  # noqa: E731  (evaluated rows -> file rows)
-    if heap:
-        s, c, b = (det_score, det_class, det_box) if d_idx is None else (det_score[d_idx], det_class[d_idx],
-                                                                          det_box[d_idx])
-        kept, kept_sorted = np.ones(kfo.size, dtype=bool), None
-        if cap is not None and cap >= 1:
-            pre = np.flatnonzero(cap_candidates(kfo, K, s, int(cap)))
-            k_pre, s_pre = kfo[pre], s[pre]
-            o = grouped_desc_order(k_pre, s_pre)  # one sort serves the cap and the output order
-            keep = cap_keep(k_pre, c[pre], b[pre], s_pre, int(cap), order=o)
-            kept, kept_sorted = None, pre[o[keep[o]]]  # a sorted sequence restricted to the kept rows stays sorted
-        d_idx = pick(official_order(kfo, c, b, s, int(cap or 0), kept, kept_sorted))
-    else:  # file order within each keyframe
-        d_idx = pick(np.arange(kfo.size) if not np.any(kfo[1:] < kfo[:-1]) else np.argsort(kfo, kind="stable"))
+    d_idx = np.flatnonzero(member(det_class, class_ids) & ~np.isin(det_kf, ex))
+    kfo, _ = first_appearance_ids(det_kf[d_idx])  # the detections dict's insertion order
+    if np.any(kfo[1:] < kfo[:-1]):  # file order within each keyframe
+        d_idx = d_idx[np.argsort(kfo, kind="stable")]
     box = det_box[d_idx]
-    valid = (box[:, 0] < box[:, 2]) & (box[:, 1] < box[:, 3])  # `_remove_invalid_boxes`, after the cap
+    valid = (box[:, 0] < box[:, 2]) & (box[:, 1] < box[:, 3])  # `_remove_invalid_boxes`
     d_idx, box = d_idx[valid], box[valid]
-
     g_idx = np.flatnonzero(gm)
-    if heap:  # GT passes the same heap code, capacity 0: its order decides argmax ties between boxes
-        g_kfo, _ = first_appearance_ids(gt_kf[g_idx])
-        g_idx = g_idx[official_order(g_kfo, gt_class[g_idx], gt_box[g_idx], gt_score[g_idx], 0,
-                                     np.ones(g_idx.size, dtype=bool))]
     return _score(gt_kf[g_idx], gt_box[g_idx], gt_class[g_idx], det_kf[d_idx], box,
                   det_class[d_idx], det_score[d_idx], class_ids, thr, keep_curves,
                   num_gt=np.bincount(np.searchsorted(class_ids, gt_class[g_idx]), minlength=C))
-
-
-def _official(*a, **kw):
-    return _official_like(*a, heap=True, **kw)
-
-
-def _pyslowfast(*a, cap=None, **kw):
-    return _official_like(*a, heap=False, cap=None, **kw)
 
 
 def _score(g_kf, g_box, g_cls, d_kf, d_box, d_cls, d_score, class_ids, thr, keep_curves, num_gt,

@@ -8,7 +8,7 @@ from extract.formats.csv_table import AvaFormatError, CsvTable
 def _table(values: np.ndarray) -> CsvTable:
     n = values.size
     lines = list(range(3, n + 3))  # row i is on file line i + 3
-    return CsvTable("p.csv", np.zeros(n, np.int64), np.array(["v"]), [values], np.full(n, 2), lines, 0)
+    return CsvTable.from_arrays("p.csv", np.zeros(n, np.int64), np.array(["v"]), [values], np.full(n, 2), lines, 0)
 
 
 @pytest.mark.parametrize("bad", [0, (1 << 20) - 1, 1 << 20, 2_500_001])

@@ -16,7 +16,6 @@ import torch
 from extract.formats.csv_table import AvaFormatError, load_csv
 from pipelines.evaluate import _keys, frame_map
 from pipelines.evaluation.core import class_index, first_appearance_ids, grouped_desc_order, match, member
-from pipelines.evaluation.heap_order import cap_candidates
 from tests.pipelines import ava_reference as ref
 
 CLASSES = [1, 2, 3]
@@ -39,19 +38,6 @@ def test_grouped_desc_order_is_lexsort():
         np.testing.assert_array_equal(grouped_desc_order(grp, score), np.lexsort((-score, grp)))
 
 
-def test_cap_candidates_on_equal_sized_keyframes():
-    rng = np.random.default_rng(1)
-    for _ in range(100):
-        k, w, cap = int(rng.integers(1, 6)), int(rng.integers(2, 90)), int(rng.integers(1, 60))
-        kfd = np.repeat(np.arange(k), w)
-        score = rng.choice([-0.0, 0.0, 0.5, 0.75, 1.0], kfd.size) if rng.random() < 0.5 else rng.random(kfd.size)
-        want = np.zeros(kfd.size, dtype=bool)
-        for f in range(k):  # rows scoring >= the keyframe's cap-th best (all rows when it has <= cap)
-            s = score[kfd == f]
-            want[kfd == f] = s >= (np.sort(s)[::-1][cap - 1] if s.size > cap else -np.inf)
-        np.testing.assert_array_equal(cap_candidates(kfd, k, score, cap), want)
-
-
 def test_first_appearance_ids_and_member():
     rng = np.random.default_rng(2)
     for t in range(100):
@@ -69,15 +55,15 @@ def test_first_appearance_ids_and_member():
         np.testing.assert_array_equal(class_index(inside, cls), np.searchsorted(cls, inside))
 
 
-def test_match_table_and_search_paths_agree():
+def test_match_near_and_far_group_keys_agree():
     rng = np.random.default_rng(7)
     for _ in range(50):
         g_group = np.sort(rng.integers(0, 6, 12))
         d_group = rng.integers(-1, 7, 40)
         g_box = rng.integers(0, 3, (12, 4)).astype(float) / 2
         d_box = rng.integers(0, 3, (40, 4)).astype(float) / 2
-        dense = match(d_group, d_box, g_group, g_box, 0.5)  # small keys: the lookup table
-        far = np.int64(1) << 40  # keys far apart: binary searches
+        dense = match(d_group, d_box, g_group, g_box, 0.5)  # small keys
+        far = np.int64(1) << 40  # keys far apart
         np.testing.assert_array_equal(match(np.where(d_group < 0, -1, d_group * far), d_box, g_group * far, g_box, 0.5),
                                       dense)
         want = np.zeros(40, dtype=bool)  # per group, in order: best GT box (first on ties), free and >= 0.5

@@ -94,3 +94,46 @@ def test_excluding_every_gt_keyframe_is_an_error(tmp_path):
     ex = write(tmp_path, "ex.csv", "v,902.0\n")
     with pytest.raises(AvaFormatError, match="no rows left after the excluded keyframes"):
         evaluate_files(gt, pred, DEFAULT_LABEL_MAP, excluded_csv=ex)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "interleaved", "float_ids"])
+def test_multi_chunk_file_equals_the_reference(tmp_path, layout):
+    # > 1 MB: pyarrow hands the rows over in several chunks, keyframes split across them. Contiguous
+    # keyframes feed the heap chunk by chunk; interleaved ones, and action ids written as floats
+    # ("12.0", parsed as floats), take the other paths: all must give the reference's numbers.
+    import numpy as np
+
+    from extract.ava_io import read_label_map
+    from tests.pipelines import ava_reference as ref
+
+    rng = np.random.default_rng(5)
+    ids = read_label_map(DEFAULT_LABEL_MAP).ids
+    kfs = [(f"vid{v}", 900 + t) for v in range(3) for t in range(60)]
+    gt_rows, det_rows = [], []
+    for v, t in kfs:
+        boxes = np.round(rng.random((3, 2)) * 0.5, 2)
+        for b in boxes:
+            box = (b[0], b[1], b[0] + 0.4, b[1] + 0.4)
+            for c in rng.choice(ids, 2, replace=False):
+                gt_rows.append((v, t, *box, int(c), 0))
+            for c in rng.choice(ids, 50, replace=False):  # 150 rows per keyframe: the cap bites
+                j = np.round(rng.normal(0, 0.05, 4), 3)
+                det_rows.append((v, t, *(float(x) for x in np.array(box) + j), int(c), float(np.round(rng.random(), 3))))
+    if layout == "interleaved":
+        det_rows = [det_rows[i] for i in rng.permutation(len(det_rows))]
+    fmt = (lambda c: f"{c}.0") if layout == "float_ids" else str
+    gt = write(tmp_path, "gt.csv", "".join(f"{v},{t},{a:.3f},{b:.3f},{c:.3f},{d:.3f},{k},{p}\n"
+                                           for v, t, a, b, c, d, k, p in gt_rows))
+    pred = write(tmp_path, "p.csv", "".join(f"{v},{t},{a!r},{b!r},{c!r},{d!r},{fmt(k)},{s!r}\n"
+                                            for v, t, a, b, c, d, k, s in det_rows))
+    assert pred.stat().st_size > 1 << 20
+    res = evaluate_files(gt, pred)
+
+    def rows(path, n):
+        for line in open(path):
+            f = line.strip().split(",")
+            yield (f"{f[0]},{int(f[1]):04d}", *map(float, f[2:6]), int(float(f[6])), float(f[7]))
+
+    aps, m = ref.official_or_pyslowfast(list(rows(gt, 8)), rows(pred, 8), ids, cap=50)
+    assert m == res.map
+    assert all(aps[c] == res.per_class[c] or (aps[c] != aps[c] and res.per_class[c] != res.per_class[c]) for c in ids)
