@@ -3,8 +3,9 @@ ceiling, and every head of `heads.HEADS` against its bare training step.
 
 Part `stage` (one process, the two alternating in rounds, medians reported):
 - `ours`: train-head's own epoch loop (`pipelines.steps.train_epoch`: batches gathered from a
-  device-resident `GraphData` by `GraphData.training_batch`, blocks of consecutive query keyframes
-  from `split_batches.epoch_batches`, fused Adam) with `heads.stage.STAGEHead`. Validation excluded.
+  device-resident `GraphData` by `GraphData.training_batches`, a chunk of batches at a time; query
+  keyframes from `split_batches.epoch_batches`, `--sampling` blocks of consecutive ones or random;
+  fused Adam) with `heads.stage.STAGEHead`. Validation excluded.
 - `official`: the structure of the official STAGE code (aimagelab/STAGE_action_detection),
   written here: the same blocks of `batch_size` consecutive keyframes (its sampler), collated per
   step from per-keyframe tensors into one node list with a dense N x N adjacency filled keyframe
@@ -176,7 +177,7 @@ def stage_part(args, device) -> dict:
         peaks = {}
         rates = {"ours": [], "official": [], "matmul": []}  # matmul FLOP/s, measured each round (busy machines)
         for r in range(args.rounds + 1):  # round 0 warms up
-            work = {"ours": epoch_batches(queries, args.batch_size, "blocks", 0, r)[: args.steps],
+            work = {"ours": epoch_batches(queries, args.batch_size, args.sampling, 0, r)[: args.steps],
                     "official": epoch_batches(queries, args.official_batch_size, "blocks", 0, r)[
                         : max(1, args.steps * args.batch_size // args.official_batch_size)]}
             for name, fn in (("ours", run_ours), ("official", run_official)):
@@ -192,7 +193,7 @@ def stage_part(args, device) -> dict:
         med = {k: statistics.median(v) for k, v in rates.items() if k != "matmul"}
         rate = statistics.median(rates["matmul"])
         ceiling = rate / floor
-        real = [device_batch(split, b) for b in epoch_batches(queries, args.batch_size, "blocks", 0, 0)[:3]]
+        real = [device_batch(split, b) for b in epoch_batches(queries, args.batch_size, args.sampling, 0, 0)[:3]]
         per_step = statistics.fmean(step_flops(ours, *t[:3]) for t in real) / args.batch_size
         results[size] = r = {"actors": actors, "objects": objects, "ours_kf_s": med["ours"],
                              "official_kf_s": med["official"], "ratio": med["ours"] / med["official"],
@@ -205,7 +206,7 @@ def stage_part(args, device) -> dict:
             val_s = pred_kf * args.val_keyframes + ev
             r.update(val_predict_s_per_kf=pred_kf, val_evaluator_s=ev, val_fraction=val_s / (epoch_s + val_s))
         proj = {k: EPOCHS * AVA_TRAIN_KEYFRAMES / v / 60 for k, v in med.items()}
-        print(f"[{size}: {actors} actors + {objects} objects per keyframe, batch {args.batch_size} "
+        print(f"[{size}: {actors} actors + {objects} objects per keyframe, batch {args.batch_size} ({args.sampling}) "
               f"(official: {args.official_batch_size})]")
         for name in ("ours", "official"):
             mem = f", peak {peaks[name] / 2**20:.0f} MiB" if name in peaks else ""
@@ -281,7 +282,7 @@ def heads_part(args, device) -> dict:
     tr = make_feature_store(tmp / "train.zarr", split="train", seed=0, n_videos=args.head_videos, **kw)
     no_pose = torch.zeros(0, dtype=torch.long, device=device)
     results = {}
-    for name in sorted(HEADS):
+    for name in sorted(HEADS) if not args.heads else args.heads:
         hargs = head_args.get(name, {})
         store = open_store(str(tr))
         actor_dim, object_dim = feature_dims(store, backbone_groups(store, []), "mean")
@@ -339,7 +340,9 @@ def main():
     ap.add_argument("--val-keyframes", type=int, default=57_408,
                     help="part stage: validation cost for this many val keyframes (AVA v2.2: 64 x 897; 0: skip)")
     ap.add_argument("--head-videos", type=int, default=16, help="part heads: train videos x 30 keyframes")
-    ap.add_argument("--sampling", choices=["blocks", "random"], default="blocks", help="part heads: batch sampling")
+    ap.add_argument("--heads", default="", help="part heads: comma-separated heads (default: every head of heads.HEADS)")
+    ap.add_argument("--sampling", choices=["blocks", "random"], default="blocks", help="ours' batch sampling, both parts (train-head --sampling; the official structure always "
+                    "trains blocks of consecutive keyframes, as its sampler does)")
     ap.add_argument("--cpu-bf16", action="store_true", help="ours with bfloat16 autocast on CPU (train-head --cpu-bf16)")
     ap.add_argument("--no-amp", dest="amp", action="store_false", help="ours in float32 on CUDA too")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
@@ -347,6 +350,10 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.sizes = [s for s in args.sizes.split(",") if s]
+    args.heads = [h for h in args.heads.split(",") if h]
+    for h in args.heads:
+        if h not in HEADS:
+            ap.error(f"unknown head {h!r}; valid: {', '.join(sorted(HEADS))}")
     for s in args.sizes:
         if s not in SIZES:
             ap.error(f"unknown size {s!r}; valid: {', '.join(SIZES)}")

@@ -53,6 +53,17 @@ def link_keyframes(kf_video: Tensor, kf_time: Tensor, radius: float | None) -> t
     return torch.cat(tgts), torch.cat(srcs)
 
 
+def link_batch_positions(num_kf: int, radius: int, device=None) -> tuple[Tensor, Tensor]:
+    """The official collate_batch.py adjacency: batch item k linked to items k-radius..k+radius
+    (radius 1 there) whatever their video and time; self pairs included. Returns (tgt, src)."""
+    k = torch.arange(num_kf, device=device)
+    tgts, srcs = [k], [k]
+    for d in range(1, min(radius, num_kf - 1) + 1):
+        tgts += [k[:-d], k[d:]]
+        srcs += [k[d:], k[:-d]]
+    return torch.cat(tgts), torch.cat(srcs)
+
+
 @dataclass
 class BlockGraph:
     """Nodes grouped by keyframe, padded to `n_max` slots; edges as dense blocks per keyframe pair."""
@@ -74,10 +85,6 @@ class BlockGraph:
         out = out.index_copy(0, self.node_index, x)
         return out.view((self.num_kf, self.n_max) + tuple(x.shape[1:]))
 
-    def from_padded(self, y: Tensor) -> Tensor:
-        """(K, n_max, *rest) -> (N, *rest)."""
-        return y.reshape((self.num_kf * self.n_max,) + tuple(y.shape[2:]))[self.node_index]
-
 
 def build_block_graph(
     node_kf: Tensor,
@@ -88,6 +95,7 @@ def build_block_graph(
     *,
     actor_actor: bool = True,
     object_object: bool = True,
+    num_targets: int | None = None,
 ) -> BlockGraph:
     """Block graph over nodes `node_kf` (N,) given linked keyframe pairs.
 
@@ -95,6 +103,8 @@ def build_block_graph(
     actor->actor edges when `actor_actor=False` and object->object edges when
     `object_object=False`. Self-loops (a node to itself) are always kept, so every node has at
     least one incoming edge and the softmax is never over an empty set.
+    `num_targets`: when every `pair_tgt` is below it (the receiving keyframes numbered first),
+    aggregation (`blocked_aggregate`) computes those keyframes' rows only; default `num_kf`.
     """
     dev = node_kf.device
     n = node_kf.shape[0]
@@ -122,7 +132,7 @@ def build_block_graph(
             mask = mask & ~(is_object[pair_tgt][:, :, None] & is_object[pair_src][:, None, :])
         mask = mask | self_loop
     return BlockGraph(num_kf, n_max, node_index, pair_tgt, pair_src, mask, self_loop,
-                      pair_table(pair_tgt, num_kf))
+                      pair_table(pair_tgt, num_kf if num_targets is None else num_targets))
 
 
 def pair_table(pair_tgt: Tensor, num_kf: int) -> Tensor:
@@ -160,7 +170,9 @@ def blocked_softmax(logits: Tensor, mask: Tensor, pair_tgt: Tensor, num_kf: int)
 
 
 def blocked_aggregate(weights: Tensor, values_padded: Tensor, graph: BlockGraph) -> Tensor:
-    """sum_j W_ij v_j per target node: weights (P, H, R, C), values (K, H, n_max, F) -> (K, H, n_max, F).
+    """sum_j W_ij v_j per target node: weights (P, H, R, C), values (K, H, n_max, F) -> (K_t, H, n_max, F)
+    for the first K_t keyframes (the rows of `graph.pair_table`: every keyframe unless the graph
+    was built with `num_targets`).
 
     The blocks of each target keyframe are laid side by side (its S source keyframes' nodes as one
     row of S * n_max columns), so the sum over sources is one matmul per target keyframe and head:
@@ -173,5 +185,53 @@ def blocked_aggregate(weights: Tensor, values_padded: Tensor, graph: BlockGraph)
     w = torch.cat((weights, weights.new_zeros((1, h, r, c))))[table]  # (K, S, H, R, C)
     w = w.permute(0, 2, 3, 1, 4).reshape(k, h, r, s * c)  # (K, H, R, S*C)
     src = torch.cat((graph.pair_src, graph.pair_src.new_zeros(1)))[table]  # (K, S); padding -> any kf, weight 0
-    v = values_padded[src].permute(0, 2, 1, 3, 4).reshape(k, h, s * c, f)  # (K, H, S*C, F)
+    # Gathered as (K, S, n_max, H, F): whole rows when the values come as the layer's transposed
+    # (K, n_max, H, F) padding (a strided gather, and its backward, cost several times more).
+    v = values_padded.transpose(1, 2)[src].permute(0, 3, 1, 2, 4).reshape(k, h, s * c, f)  # (K, H, S*C, F)
     return torch.matmul(w.to(v.dtype), v)
+
+
+def receptive_keyframes(pair_tgt: Tensor, pair_src: Tensor, query_kf: Tensor, num_layers: int) -> list[Tensor]:
+    """What each of `num_layers` stacked layers over the keyframe links (pair_tgt, pair_src; self
+    pairs included) must compute for the query keyframes (query_kf (K,) bool) to get their output:
+    needs[l + 1] (K,) bool are the keyframes layer l computes, needs[l] those it reads (every
+    source of a pair into needs[l + 1]); needs[num_layers] = query_kf."""
+    needs = [query_kf]
+    for _ in range(num_layers):
+        prev = torch.zeros_like(query_kf)
+        prev[pair_src[needs[0][pair_tgt]]] = True  # self pairs: a superset of needs[0]
+        needs.insert(0, prev)
+    return needs
+
+
+def target_first_graph(node_kf: Tensor, node_is_actor: Tensor, is_src: Tensor, is_tgt: Tensor, pair_tgt: Tensor,
+                       pair_src: Tensor, *, actor_actor: bool = True, object_object: bool = True) -> BlockGraph:
+    """`build_block_graph` of one layer that computes the keyframes `is_tgt` (K,) bool from those
+    `is_src` (a superset) over the pairs into `is_tgt`: nodes `node_kf` (N,) (original keyframe
+    ids, all in `is_src`), keyframes renumbered targets first, so aggregation computes the
+    targets' rows only (`num_targets`)."""
+    n_tgt = is_tgt.sum()
+    renum = torch.where(is_tgt, torch.cumsum(is_tgt, 0) - 1, n_tgt + torch.cumsum(is_src & ~is_tgt, 0) - 1)
+    sel = is_tgt[pair_tgt]
+    return build_block_graph(renum[node_kf], node_is_actor, int(is_src.sum()), renum[pair_tgt[sel]],
+                             renum[pair_src[sel]], actor_actor=actor_actor, object_object=object_object,
+                             num_targets=int(n_tgt))
+
+
+def dense_attention(g: BlockGraph, wgt: Tensor) -> tuple[Tensor, Tensor]:
+    """Blocked weights (P, H, n_max, n_max) of `g` -> dense (N, N) float32 mean over heads (on the
+    CPU) and the connectivity (N, N) bool; row i = what node i receives from each node j."""
+    n = g.node_index.shape[0]
+    table = torch.full((g.num_kf * g.n_max,), -1, dtype=torch.long, device=g.node_index.device)
+    table[g.node_index] = torch.arange(n, device=table.device)
+    table = table.view(g.num_kf, g.n_max)  # (K, n_max) node of each slot
+    dense = torch.zeros(n, n, dtype=torch.float32)
+    connected = torch.zeros(n, n, dtype=torch.bool)
+    w = wgt.float().mean(1).cpu()  # (P, n_max, n_max)
+    for p in range(g.pair_tgt.shape[0]):
+        rows, cols = table[g.pair_tgt[p]].cpu(), table[g.pair_src[p]].cpu()
+        m = g.mask[p].cpu() & (rows[:, None] >= 0) & (cols[None, :] >= 0)
+        r, c = torch.nonzero(m, as_tuple=True)
+        dense[rows[r], cols[c]] = w[p][r, c]
+        connected[rows[r], cols[c]] = True
+    return dense, connected

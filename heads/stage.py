@@ -28,8 +28,11 @@ Choices where the paper is silent, and deviations (all deliberate):
   actor_dim + 4, no projection.
 - The residual: heads give n_heads * floor(d_f / n_heads) <= d_f channels, the layer's FC maps
   them back to d_f, so the residual is always `f + FC(concat)` at width d_f; no projection needed.
-- All nodes (actors and objects) are updated by every layer; only actors are classified (all
-  actors of the batch; the training loop picks the query actors).
+- Only actors are classified, and only the query actors (`x.is_query`; the other rows of the
+  output are zeros): each layer is computed only for the nodes a later layer reads (the last
+  layer for the query actors, the one before for the nodes of keyframes linked to a query
+  keyframe, ...), the same outputs as updating every node in every layer. `forward_with_attention`
+  and variant="official" update every node in every layer (weights for the whole graph).
 - Dropout (`dropout`, default 0.5 = keep prob 0.5) is applied to each head's output h'_i after
   the ELU, as the paper says ("each graph attention head is followed by a dropout"); no dropout on
   the attention weights or before the classifier.
@@ -89,7 +92,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batch import HeadInput, box_centres, box_geometry
-from .graph_ops import BlockGraph, acc_dtype, blocked_aggregate, blocked_softmax, build_block_graph, link_keyframes
+from .graph_ops import (BlockGraph, acc_dtype, blocked_aggregate, blocked_softmax, build_block_graph, dense_attention,
+                        link_batch_positions, link_keyframes, receptive_keyframes, target_first_graph)
 from .protocol import Attention, HeadBase
 # `heads.stage.from_official_state_dict` is the documented name; the conversion lives next door.
 from .stage_official import from_official_state_dict, to_official_state_dict  # noqa: F401
@@ -146,10 +150,10 @@ class STAGELayer(nn.Module):
         self.fc_out = nn.Linear(hd, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, f: Tensor, centres: Tensor, g: BlockGraph, keep: int | None = None,
+    def forward(self, f: Tensor, centres: Tensor, g: BlockGraph, rows: Tensor | None = None,
                 record: list[Tensor] | None = None) -> Tensor:
-        """f (N, d_f) -> (N, d_f); only the first `keep` rows are returned (and computed after
-        aggregation) when given: the last layer needs just the actors, which come first.
+        """f (N, d_f) -> (N, d_f), or (len(rows), d_f) for the nodes `rows` only when given (computed
+        only for them after aggregation; their keyframes must be the graph's first `num_targets`).
         `record`, when given, receives the blocked attention weights (P, H, n_max, n_max) (detached)."""
         n, nh, dh = f.shape[0], self.num_heads, self.head_dim
         if self.attention == "gat":
@@ -189,17 +193,17 @@ class STAGELayer(nn.Module):
         wgt = blocked_softmax(d, g.mask[:, None], g.pair_tgt, g.num_kf)  # Eq. 6, (P, H, n_max, n_max)
         if record is not None:
             record.append(wgt.detach())
-        out = blocked_aggregate(wgt, vp, g)  # Eq. 7 before sigma, (K, H, n_max, d_h)
-        out = g.from_padded(out.transpose(1, 2))  # (N, H, d_h)
+        out = blocked_aggregate(wgt, vp, g)  # Eq. 7 before sigma, (K_t, H, n_max, d_h)
+        index = g.node_index if rows is None else g.node_index[rows]
+        out = out.transpose(1, 2).reshape(-1, nh, dh)[index]  # (N or len(rows), H, d_h)
+        if rows is not None:
+            f = f[rows]
         if self.official:
             # attention_layer.py: ELU(dropout(h')), one dropout call per head on its (N, d_h)
             # output, in head order (the same random draws as the official code under one seed).
             out = torch.cat([F.elu(self.drop(out[:, k].contiguous())) for k in range(nh)], 1)  # (N, H*d_h)
             return self.norm(f + self.fc_out(out))
-        out = F.elu(out)
-        if keep is not None:
-            out, f = out[:keep], f[:keep]
-        out = self.drop(out).reshape(out.shape[0], nh * dh)
+        out = self.drop(F.elu(out)).reshape(out.shape[0], nh * dh)
         return self.norm(f + self.fc_out(out))
 
 
@@ -357,38 +361,40 @@ class STAGEHead(HeadBase):
         f, centres, node_kf, is_actor = self.node_features(x)
         if x.num_actors == 0:
             return self.classifier(f[:0]), None  # (0, num_classes)
+        if self.variant != "official" and record is None:
+            return self._forward_pruned(x, f, centres, node_kf, is_actor), None
         g = self.build_graph(x, node_kf, is_actor)
+        actors = torch.arange(x.num_actors, device=f.device)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1 and self.variant != "official"  # official: every node, every layer
-            f = layer(f, centres, g, keep=x.num_actors if last else None, record=record)
+            f = layer(f, centres, g, rows=actors if last else None, record=record)
         return self.classifier(f[: x.num_actors]), g  # (A, num_classes)
 
-
-def dense_attention(g: BlockGraph, wgt: Tensor) -> tuple[Tensor, Tensor]:
-    """Blocked weights (P, H, n_max, n_max) of `g` -> dense (N, N) float32 mean over heads (on the
-    CPU) and the connectivity (N, N) bool; row i = what node i receives from each node j."""
-    n = g.node_index.shape[0]
-    table = torch.full((g.num_kf * g.n_max,), -1, dtype=torch.long, device=g.node_index.device)
-    table[g.node_index] = torch.arange(n, device=table.device)
-    table = table.view(g.num_kf, g.n_max)  # (K, n_max) node of each slot
-    dense = torch.zeros(n, n, dtype=torch.float32)
-    connected = torch.zeros(n, n, dtype=torch.bool)
-    w = wgt.float().mean(1).cpu()  # (P, n_max, n_max)
-    for p in range(g.pair_tgt.shape[0]):
-        rows, cols = table[g.pair_tgt[p]].cpu(), table[g.pair_src[p]].cpu()
-        m = g.mask[p].cpu() & (rows[:, None] >= 0) & (cols[None, :] >= 0)
-        r, c = torch.nonzero(m, as_tuple=True)
-        dense[rows[r], cols[c]] = w[p][r, c]
-        connected[rows[r], cols[c]] = True
-    return dense, connected
-
-
-def link_batch_positions(num_kf: int, radius: int, device=None) -> tuple[Tensor, Tensor]:
-    """The official collate_batch.py adjacency: batch item k linked to items k-radius..k+radius
-    (radius 1 there) whatever their video and time; self pairs included. Returns (tgt, src)."""
-    k = torch.arange(num_kf, device=device)
-    tgts, srcs = [k], [k]
-    for d in range(1, min(radius, num_kf - 1) + 1):
-        tgts += [k[:-d], k[d:]]
-        srcs += [k[d:], k[:-d]]
-    return torch.cat(tgts), torch.cat(srcs)
+    def _forward_pruned(self, x: HeadInput, f: Tensor, centres: Tensor, node_kf: Tensor, is_actor: Tensor) -> Tensor:
+        """The logits of the query actors (`x.is_query`; other rows are zeros, heads/batch.py), each
+        layer computed only for the nodes a later layer reads: the last one for the query actors,
+        the one before for every node of a keyframe linked to a query keyframe, and so on; a layer
+        reads the nodes of the keyframes linked to its targets. Equal to the whole-batch
+        computation on those rows (tests/heads/test_stage_pruned.py); training draws dropout masks for
+        the computed rows only."""
+        if not bool(x.is_query.any()):
+            return self.classifier(f[:0]).new_zeros((x.num_actors, self.num_classes))
+        tgt, src = link_keyframes(x.kf_video, x.kf_time, self.link_radius)
+        is_query = torch.zeros_like(is_actor)
+        is_query[: x.num_actors] = x.is_query
+        query_kf = torch.zeros(x.num_keyframes, dtype=torch.bool, device=f.device)
+        query_kf[node_kf[is_query]] = True
+        needs = receptive_keyframes(tgt, src, query_kf, len(self.layers))  # what layer l reads: needs[l]
+        nodes = torch.nonzero(needs[0][node_kf]).flatten()  # (N_0,) the nodes f's rows hold
+        f = f[nodes]
+        for i, layer in enumerate(self.layers):
+            g = target_first_graph(node_kf[nodes], is_actor[nodes], needs[i], needs[i + 1], tgt, src,
+                                   actor_actor=self.actor_actor, object_object=self.object_object)
+            keep = needs[i + 1][node_kf[nodes]]
+            if i == len(self.layers) - 1:
+                keep = keep & is_query[nodes]
+            rows = torch.nonzero(keep).flatten()
+            f = layer(f, centres[nodes], g, rows=rows)
+            nodes = nodes[rows]
+        logits = self.classifier(f)  # (A_q, num_classes); nodes are the query actors
+        return logits.new_zeros((x.num_actors, self.num_classes)).index_copy(0, nodes, logits)

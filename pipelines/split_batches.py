@@ -5,11 +5,13 @@
 float16). `GraphData.batch(query_kf, radius)` builds the input of a head for a set of query
 keyframes: it adds every keyframe of the same video within `radius` seconds, found by (video,
 timestamp) and never by position, so a head's output for the query actors is the one it would
-give on the whole video.
+give on the whole video. `GraphData.training_batches` does the same for a whole epoch's batches:
+their indices in one vectorised pass (`plan_batches`), gathered a chunk of batches at a time.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,6 +24,10 @@ from heads.batch import HeadInput
 # actor_extras key of a per-actor relation bank (ACFB); batches then also carry BANK_KF.
 BANK_MAPS = "bank_maps"
 BANK_KF = "bank_kf"
+# Features gathered per chunk of training batches (GraphData.training_batches): a chunk holds
+# hundreds of a small head's batches (its per-array gather and index copy amortised over them) and
+# one or two of STAGE's at I3D dims, whose copies stay in cache and whose memory stays bounded.
+CHUNK_BYTES = 4 << 20
 
 
 def ranges_to_indices(lo, hi) -> np.ndarray:
@@ -108,54 +114,132 @@ class GraphData:
         return b.x, b.rows
 
     def training_batch(self, query_kf: Tensor, radius: float, dtype: torch.dtype = torch.float32) -> "Batch":
-        """`batch` plus the positions of the query actors in it, with every index built on the host
-        and moved to the device in one copy (no boolean-mask indexing, hence no sync, on a GPU)."""
-        lo, hi, a_off, o_off = self._host_index(radius)
-        q = np.asarray(query_kf.cpu() if isinstance(query_kf, Tensor) else query_kf, dtype=np.int64)
-        kf = np.unique(ranges_to_indices(lo[q], hi[q]))  # (K_b,) sorted
-        a_lo, a_hi = a_off[kf], a_off[kf + 1]
-        rows = ranges_to_indices(a_lo, a_hi)  # (A_b,)
-        local = np.arange(len(kf))
-        actor_kf = np.repeat(local, a_hi - a_lo)
-        o_lo, o_hi = o_off[kf], o_off[kf + 1]
-        orows = ranges_to_indices(o_lo, o_hi)  # (O_b,)
-        object_kf = np.repeat(local, o_hi - o_lo)
-        is_query = np.isin(kf, q, kind="table")[actor_kf]
-        query_pos = np.flatnonzero(is_query)  # (A_q,)
-        parts = [kf, rows, orows, actor_kf, object_kf, query_pos, is_query.astype(np.int64)]
+        """`batch` plus the positions of the query actors in it and their labels (one batch of
+        `training_batches`)."""
+        return next(self.training_batches([query_kf], radius, dtype))
+
+    def training_batches(self, batches: list[Tensor], radius: float, dtype: torch.dtype = torch.float32, *,
+                         device: torch.device | None = None, actor_labels: bool = False,
+                         chunk_bytes: int = CHUNK_BYTES) -> Iterator["Batch"]:
+        """The `Batch` of each set of query keyframes in `batches`, in order, on `device` (default:
+        the split's). Every index of every batch is built on the host in one vectorised pass
+        (`plan_batches`); the batches are then gathered a chunk of consecutive batches (about
+        `chunk_bytes` of features) at a time, one index copy and one gather per array per chunk,
+        and each batch is a slice (a view) of its chunk: per step no index work, no gather, no
+        host-to-device copy, and the tensors are the ones a gather per batch would give."""
+        device = self.device if device is None else torch.device(device)
+        plan = plan_batches(self._host_index(radius), self.num_keyframes, batches)
+        # Bytes gathered per actor / object / keyframe: the features plus ~64 / 48 / 16 bytes of
+        # boxes, indices and labels (a budget, not an exact count).
+        per_actor = sum(_row_bytes(t, dtype) for t in (self.actor_feat, self.actor_roi, self.actor_temporal))
+        cost = plan.counts[:, 1] * (per_actor + 64) + plan.counts[:, 2] * (_row_bytes(self.object_feat, dtype) + 48)
+        cost = cost + plan.counts[:, 0] * (_row_bytes(self.context, dtype) + 16)
+        starts = np.cumsum(cost) - cost
+        chunk_of = starts // max(int(chunk_bytes), 1)  # batches starting in one budget window share a chunk
+        bounds = np.append(np.flatnonzero(np.diff(chunk_of, prepend=-1)), len(cost))
+        ends = np.concatenate((np.zeros((1, 4), dtype=np.int64), np.cumsum(plan.counts, 0)))  # (B+1, 4)
+        for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            yield from self._chunk(plan, ends[b0], ends[b1], plan.counts[b0:b1], dtype, device, actor_labels)
+
+    def _chunk(self, plan: "BatchPlan", lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, dtype: torch.dtype,
+               device: torch.device, with_labels: bool) -> Iterator["Batch"]:
+        """The batches of one chunk: flat ranges [lo, hi) of the plan's (keyframe, actor, object,
+        query) arrays; `counts` (B_c, 4) their sizes per batch."""
+        k, a, o, q = (slice(int(x), int(y)) for x, y in zip(lo, hi))
+        parts = [plan.kf[k], plan.rows[a], plan.orows[o], plan.actor_kf[a], plan.object_kf[o],
+                 plan.query_pos[q], plan.is_query[a], plan.target_rows[q]]
         flat = torch.from_numpy(np.concatenate(parts))
         if self.device.type == "cuda":
             flat = flat.pin_memory()
-        # One host-to-device copy for every index of the batch.
+        # One host-to-device copy for every index of the chunk.
         flat = flat.to(self.device, non_blocking=True)
-        kf, rows, orows, actor_kf, object_kf, query_pos, is_query = flat.split([len(p) for p in parts])
-        is_query = is_query.bool()
+        kf, rows, orows, actor_kf, object_kf, query_pos, is_query, target_rows = flat.split([len(p) for p in parts])
 
         def f(t: Tensor | None, idx: Tensor) -> Tensor | None:
             return None if t is None else t.index_select(0, idx).to(dtype)
 
-        x = HeadInput(
-            kf_video=self.kf_video[kf],
-            kf_time=self.kf_time[kf].to(torch.float32),
-            actor_feat=f(self.actor_feat, rows),
-            actor_box=self.actor_box[rows].float(),
-            actor_kf=actor_kf,
-            is_query=is_query,
-            object_feat=f(self.object_feat, orows),
-            object_box=self.object_box[orows].float(),
-            object_kf=object_kf,
-            object_class=self.object_class[orows],
-            actor_track=self.actor_track[rows],
-            actor_roi=f(self.actor_roi, rows),
-            actor_temporal=f(self.actor_temporal, rows),
-            context=f(self.context, kf),
-            extras={k: v[rows] for k, v in self.actor_extras.items()},
-        )
-        if BANK_MAPS in x.extras:
-            # An actor-level bank (ACAR's ACFB) holds one entry per batch actor: its keyframe index
-            # is the actor's, so heads find each entry's video and time by (kf_video, kf_time).
-            x.extras[BANK_KF] = actor_kf
-        return Batch(x, rows, query_pos)
+        per_kf = {"kf_video": self.kf_video[kf], "kf_time": self.kf_time[kf].to(torch.float32),
+                  "context": f(self.context, kf)}
+        per_actor = {"actor_feat": f(self.actor_feat, rows), "actor_box": self.actor_box[rows].float(),
+                     "actor_kf": actor_kf, "is_query": is_query.bool(), "actor_track": self.actor_track[rows],
+                     "actor_roi": f(self.actor_roi, rows), "actor_temporal": f(self.actor_temporal, rows),
+                     "rows": rows, "actor_labels": self.actor_labels[rows] if with_labels else None}
+        per_actor |= {"extra:" + name: v[rows] for name, v in self.actor_extras.items()}
+        per_object = {"object_feat": f(self.object_feat, orows), "object_box": self.object_box[orows].float(),
+                      "object_kf": object_kf, "object_class": self.object_class[orows]}
+        per_query = {"query_pos": query_pos, "target": self.actor_labels[target_rows]}
+        cols = {}
+        for group, sizes in ((per_kf, counts[:, 0]), (per_actor, counts[:, 1]), (per_object, counts[:, 2]),
+                             (per_query, counts[:, 3])):
+            sizes = sizes.tolist()
+            for name, t in group.items():
+                if t is not None and device != self.device and name != "rows":  # rows index this split
+                    t = t.to(device, non_blocking=True)
+                cols[name] = [None] * len(sizes) if t is None else t.split(sizes)
+        extras = [name for name in cols if name.startswith("extra:")]
+        for i in range(len(counts)):
+            x = HeadInput(
+                kf_video=cols["kf_video"][i], kf_time=cols["kf_time"][i], actor_feat=cols["actor_feat"][i],
+                actor_box=cols["actor_box"][i], actor_kf=cols["actor_kf"][i], is_query=cols["is_query"][i],
+                object_feat=cols["object_feat"][i], object_box=cols["object_box"][i],
+                object_kf=cols["object_kf"][i], object_class=cols["object_class"][i],
+                actor_track=cols["actor_track"][i], actor_roi=cols["actor_roi"][i],
+                actor_temporal=cols["actor_temporal"][i], context=cols["context"][i],
+                extras={name[6:]: cols[name][i] for name in extras},
+            )
+            if BANK_MAPS in x.extras:
+                # An actor-level bank (ACAR's ACFB) holds one entry per batch actor: its keyframe index
+                # is the actor's, so heads find each entry's video and time by (kf_video, kf_time).
+                x.extras[BANK_KF] = x.actor_kf
+            yield Batch(x, cols["rows"][i], cols["query_pos"][i], cols["target"][i], cols["actor_labels"][i])
+
+
+def _row_bytes(t: Tensor | None, dtype: torch.dtype) -> int:
+    """Bytes of one gathered row of `t` (floating arrays are gathered as `dtype`)."""
+    if t is None or t.shape[0] == 0:
+        return 0
+    return t[0].numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Every index of a list of batches, flat in batch order (host arrays, int64)."""
+
+    kf: np.ndarray  # (sum K_b,) split keyframes of each batch, sorted within a batch
+    rows: np.ndarray  # (sum A_b,) actor rows
+    orows: np.ndarray  # (sum O_b,) object rows
+    actor_kf: np.ndarray  # (sum A_b,) keyframe of each actor, local to its batch
+    object_kf: np.ndarray  # (sum O_b,)
+    query_pos: np.ndarray  # (sum A_q,) positions of the query actors among their batch's actors
+    is_query: np.ndarray  # (sum A_b,) 1 for a query keyframe's actor
+    target_rows: np.ndarray  # (sum A_q,) actor rows of the query actors
+    counts: np.ndarray  # (B, 4): K_b, A_b, O_b, A_q of each batch
+
+
+def plan_batches(host_index: tuple[np.ndarray, ...], num_kf: int, batches: list[Tensor]) -> BatchPlan:
+    """`BatchPlan` of `batches` (query keyframes each) from `GraphData._host_index`, in one
+    vectorised pass: a batch's keyframes are the union of its queries' windows [lo, hi)."""
+    lo, hi, a_off, o_off = host_index
+    n = len(batches)
+    sizes = np.array([len(b) for b in batches], dtype=np.int64)
+    q = torch.cat(list(map(torch.as_tensor, batches))).cpu().numpy().astype(np.int64) if n else np.zeros(0, np.int64)
+    q_batch = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    # (batch, keyframe) as one key: the sorted unique keys are each batch's sorted keyframes, batch by batch.
+    key = np.unique(ranges_to_indices(lo[q], hi[q]) + np.repeat(q_batch * num_kf, hi[q] - lo[q]))
+    kf_batch, kf = np.divmod(key, max(num_kf, 1))
+    n_kf = np.bincount(kf_batch, minlength=n)
+    local = np.arange(len(kf)) - (np.cumsum(n_kf) - n_kf)[kf_batch]
+    a_n, o_n = a_off[kf + 1] - a_off[kf], o_off[kf + 1] - o_off[kf]
+    rows = ranges_to_indices(a_off[kf], a_off[kf + 1])
+    actor_batch = np.repeat(kf_batch, a_n)
+    n_a = np.bincount(actor_batch, minlength=n)
+    is_query = np.repeat(np.isin(key, q_batch * num_kf + q), a_n)
+    qa = np.flatnonzero(is_query)
+    query_pos = qa - (np.cumsum(n_a) - n_a)[actor_batch[qa]]
+    counts = np.stack((n_kf, n_a, np.bincount(np.repeat(kf_batch, o_n), minlength=n),
+                       np.bincount(actor_batch[qa], minlength=n)), 1).astype(np.int64)
+    return BatchPlan(kf, rows, ranges_to_indices(o_off[kf], o_off[kf + 1]), np.repeat(local, a_n),
+                     np.repeat(local, o_n), query_pos, is_query.astype(np.int64), rows[qa], counts.reshape(n, 4))
 
 
 @dataclass
@@ -165,6 +249,8 @@ class Batch:
     x: HeadInput
     rows: Tensor  # (A_b,) long: actor rows into the GraphData, in batch order
     query_pos: Tensor  # (A_q,) long: positions of the query keyframes' actors among them
+    target: Tensor  # (A_q, L) uint8: multi-hot labels of the query actors
+    actor_labels: Tensor | None = None  # (A_b, L) labels of every actor, when asked for (auxiliary losses)
 
 
 SAMPLINGS = ("blocks", "random")

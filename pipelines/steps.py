@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from extract.errors import UserError
 from heads import Head, HeadInput
 from pipelines import losses
-from pipelines.split_batches import GraphData
+from pipelines.split_batches import CHUNK_BYTES, GraphData
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,21 +66,22 @@ class LossContext:
         return losses.get_loss(self.loss)
 
 
+def device_batches(split: SplitContext, batches: list[Tensor], *, aux_labels: bool = False,
+                   chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[HeadInput, Tensor, Tensor, Tensor | None]]:
+    """For each set of query keyframes in `batches`: the head input on the split's device, the
+    positions of the query actors in it, their multi-hot targets and, with `aux_labels`, the labels
+    (A, L) of every actor of the batch (what a head's auxiliary loss is supervised with,
+    heads.Head.forward_with_aux; else None). Indices are built on the host for all the batches at
+    once and gathered a chunk of batches at a time (`GraphData.training_batches`): no device sync."""
+    for b in split.graph.training_batches(batches, split.radius, device=split.device, actor_labels=aux_labels,
+                                          chunk_bytes=chunk_bytes):
+        yield b.x, b.query_pos, b.target, b.actor_labels
+
+
 def device_batch(split: SplitContext, queries: Tensor, *, aux_labels: bool = False
                  ) -> tuple[HeadInput, Tensor, Tensor, Tensor | None]:
-    """The head input of some query keyframes on the split's device, the positions of the query
-    actors in it, their multi-hot targets and, with `aux_labels`, the labels (A, L) of every actor
-    of the batch (what a head's auxiliary loss is supervised with, heads.Head.forward_with_aux;
-    else None); every index is built on the host (no device sync)."""
-    g, device = split.graph, split.device
-    labels = g.actor_labels
-    b = g.training_batch(queries, split.radius)
-    actor_labels = labels[b.rows] if aux_labels else None  # (A, L)
-    target = labels[b.rows[b.query_pos]]  # (A_q, L)
-    if g.device == device:  # the split is resident on the device: nothing to move
-        return b.x, b.query_pos, target, actor_labels
-    return (b.x.to(device), b.query_pos.to(device), target.to(device),
-            None if actor_labels is None else actor_labels.to(device))
+    """`device_batches` of one batch."""
+    return next(device_batches(split, [queries], aux_labels=aux_labels))
 
 
 def step_loss(head: Head, x: HeadInput, query_pos: Tensor, target: Tensor, loss: LossContext, *, amp: bool,
@@ -110,13 +111,14 @@ def make_optimizer(params, lr: float, weight_decay: float, device: torch.device)
 
 def train_epoch(head: Head, opt: torch.optim.Optimizer, split: SplitContext, loss: LossContext,
                 batches: list[Tensor], *, desc: str = "train", progress: bool = False, log_every: int = 20,
-                train_mode: bool = True) -> dict:
+                train_mode: bool = True, chunk_bytes: int = CHUNK_BYTES) -> dict:
     """One optimisation pass over `batches` (host tensors of query keyframes); `train_mode` False
     keeps the head in eval mode (a frozen representation under a retrained classifier). The host
     waits on the device only every `log_every` steps (progress bar, non-finite check) and at the
     end. Returns the mean loss, steps, keyframes seen and the time split into data (gathering
-    batches onto the device) and step (forward, backward, optimizer; on CUDA kernels run
-    asynchronously, so part of the step's time is counted where the host next waits)."""
+    batches onto the device, `device_batches`: a chunk of batches at a time) and step (forward,
+    backward, optimizer; on CUDA kernels run asynchronously, so part of the step's time is counted
+    where the host next waits)."""
     device = split.device
     head.train(train_mode)
     aux_labels = loss.aux and head.has_aux_loss
@@ -124,7 +126,8 @@ def train_epoch(head: Head, opt: torch.optim.Optimizer, split: SplitContext, los
     # The running sum also flags a non-finite loss: NaN and inf stay non-finite once added.
     total = torch.zeros((), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
     data_s = step_s = 0.0
-    seen = checked = 0
+    checked = done = 0
+    seen = sum(len(q) for q in batches)
     t_start = time.perf_counter()
 
     def check(upto: int) -> None:
@@ -135,24 +138,28 @@ def train_epoch(head: Head, opt: torch.optim.Optimizer, split: SplitContext, los
                                      "last finished epoch (--resume)")
         checked = upto
 
-    with tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch") as bar:
-        for step, q in enumerate(batches):
-            t0 = time.perf_counter()
-            x, qpos, target, actor_labels = device_batch(split, q, aux_labels=aux_labels)
+    # The bar redraws at most every 0.5 s (a redraw per step costs more than a small head's step).
+    with tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch", mininterval=0.5) as bar:
+        t0 = time.perf_counter()
+        for step, (x, qpos, target, actor_labels) in enumerate(
+                device_batches(split, batches, aux_labels=aux_labels, chunk_bytes=chunk_bytes)):
             t1 = time.perf_counter()
             value = step_loss(head, x, qpos, target, loss, amp=split.amp, actor_labels=actor_labels)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
             total += value.detach()
-            data_s += t1 - t0
-            step_s += time.perf_counter() - t1
-            seen += len(q)
-            bar.update(1)
             if (step + 1) % log_every == 0:
+                bar.update(log_every)
                 check(step + 1)
+                done += sum(len(q) for q in batches[step + 1 - log_every: step + 1])
                 bar.set_postfix(loss=f"{float(total) / (step + 1):.4f}",
-                                kf_s=f"{seen / (time.perf_counter() - t_start):.0f}")
+                                kf_s=f"{done / (time.perf_counter() - t_start):.0f}", refresh=False)
+            t2 = time.perf_counter()
+            data_s += t1 - t0
+            step_s += t2 - t1
+            t0 = t2
+        bar.update(len(batches) - bar.n)
     if device.type == "cuda":
         t0 = time.perf_counter()
         torch.cuda.synchronize(device)

@@ -110,3 +110,49 @@ def test_block_batches_give_the_whole_video_output_for_their_queries():
             torch.testing.assert_close(out, full[b.rows[b.query_pos]], rtol=1e-5, atol=1e-6)
             seen += b.rows[b.query_pos].tolist()
     assert sorted(seen) == list(range(g.num_actors))
+
+
+def _naive_batch(g, q, radius):
+    """A batch built the obvious way, keyframe by keyframe in Python: the reference for the
+    vectorised, chunked `training_batches`."""
+    kfs = sorted({j for k in q for j in range(g.num_keyframes)
+                  if g.kf_video[j] == g.kf_video[k] and abs(float(g.kf_time[j] - g.kf_time[k])) <= radius + 1e-6})
+    rows, akf, orows, okf = [], [], [], []
+    for i, k in enumerate(kfs):
+        a = list(range(int(g.actor_offset[k]), int(g.actor_offset[k + 1])))
+        o = list(range(int(g.object_offset[k]), int(g.object_offset[k + 1])))
+        rows, akf, orows, okf = rows + a, akf + [i] * len(a), orows + o, okf + [i] * len(o)
+    is_query = [kfs[i] in set(q) for i in akf]
+    qpos = [p for p, yes in enumerate(is_query) if yes]
+    return kfs, rows, akf, orows, okf, is_query, qpos
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5000, 1 << 30])  # a chunk per batch, a few, one
+def test_training_batches_equal_batches_built_one_by_one(chunk_bytes):
+    """Every batch of an epoch (random and block sampling), whatever the chunking, holds exactly
+    the tensors of a batch built on its own: same keyframes, rows, local indices, features, labels."""
+    from pipelines.split_batches import epoch_batches
+
+    rng = np.random.default_rng(2)
+    g = _graph(rng, n_videos=3, n_kf=7)
+    g.actor_labels = torch.from_numpy(rng.integers(0, 2, (g.num_actors, 3)).astype(np.uint8))
+    g.actor_extras = {"bank_maps": torch.randn(g.num_actors, 2)}
+    for sampling, radius in (("random", 1.0), ("blocks", 2.0), ("random", 0.0)):
+        batches = epoch_batches(g.query_keyframes(), 4, sampling, 0, 1)
+        out = list(g.training_batches(batches, radius, actor_labels=True, chunk_bytes=chunk_bytes))
+        assert len(out) == len(batches)
+        for q, b in zip(batches, out):
+            kfs, rows, akf, orows, okf, is_query, qpos = _naive_batch(g, q.tolist(), radius)
+            assert b.rows.tolist() == rows and b.x.actor_kf.tolist() == akf and b.x.object_kf.tolist() == okf
+            assert b.x.is_query.tolist() == is_query and b.query_pos.tolist() == qpos
+            assert torch.equal(b.x.kf_video, g.kf_video[kfs])
+            assert torch.equal(b.x.kf_time, g.kf_time[kfs].float())
+            assert torch.equal(b.x.actor_feat, g.actor_feat[rows]) and torch.equal(b.x.actor_box, g.actor_box[rows])
+            assert torch.equal(b.x.actor_track, g.actor_track[rows])
+            assert torch.equal(b.x.object_feat, g.object_feat[orows]) and torch.equal(b.x.object_box, g.object_box[orows])
+            assert torch.equal(b.x.object_class, g.object_class[orows])
+            assert torch.equal(b.target, g.actor_labels[[rows[p] for p in qpos]])
+            assert torch.equal(b.actor_labels, g.actor_labels[rows])
+            assert torch.equal(b.x.extras["bank_maps"], g.actor_extras["bank_maps"][rows])
+            assert b.x.extras["bank_kf"].tolist() == akf
+    assert list(g.training_batches([], 1.0)) == []

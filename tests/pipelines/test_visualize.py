@@ -57,7 +57,8 @@ def test_stage_attention_is_the_heads_softmax_and_lines_follow_the_graph():
             layer.attn_b.fill_(c)
     with torch.no_grad():
         logits, att = head.forward_with_attention(x)
-    torch.testing.assert_close(logits, head(x))  # recording does not change the output
+    q = x.is_query  # recording does not change the output (of the query actors: heads/protocol.py)
+    torch.testing.assert_close(logits[q], head(x)[q])
     assert len(att.weights) == 2
     boxes = torch.cat([x.actor_box, x.object_box])
     kf = torch.cat([x.actor_kf, x.object_kf])
