@@ -62,6 +62,24 @@ class RunDir:
         """The state a resumed run continues from."""
         return torch_load(self.last, map_location=device, hint=RUN_CHECKPOINT_HINT)  # run dirs are shared
 
+    def check_resume(self, config: dict) -> None:
+        """A resumed run continues the run it finds only with the options that run was started with
+        (else its result would be neither run's): one line naming what differs. `epochs` may grow,
+        and how the run is watched (progress bar, device, command line) may change."""
+        path = self.path / "config.json"
+        if not path.exists():
+            return
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ResumeMismatchError(f"{path}: unreadable ({e}); cannot check that --resume continues the same run") from None
+        differ = [k for k in sorted(set(before) | set(config)) if k not in _MAY_CHANGE_ON_RESUME
+                  and json.dumps(before.get(k), sort_keys=True) != json.dumps(config.get(k), sort_keys=True)]
+        if differ:
+            shown = ", ".join(f"{k}={before.get(k)!r} -> {config.get(k)!r}" for k in differ[:4])
+            raise ResumeMismatchError(f"--resume {self.path}: that run was started with other options ({shown}"
+                                      f"{', ...' if len(differ) > 4 else ''}); give the same options, or a new --out-dir")
+
     def start(self, config: dict, history: list[dict]) -> None:
         """Write the config and the metrics of the epochs already done: metrics.jsonl is rewritten
         from the checkpointed history so a resumed run never duplicates lines."""
@@ -91,6 +109,14 @@ def _write_text(path: Path, text: str) -> None:
     # a kill mid-write leaves the previous file whole (a reader or a resumed run never sees half)
     with atomic_open(path) as f:
         f.write(text)
+
+
+# options that do not change what a run computes, or (epochs) extend it the way an uninterrupted run would
+_MAY_CHANGE_ON_RESUME = frozenset({"epochs", "resume", "progress", "command_line", "device", "out_dir"})
+
+
+class ResumeMismatchError(UserError, ValueError):
+    """--resume onto a run directory started with other options."""
 
 
 class RunNotFoundError(UserError, FileNotFoundError):

@@ -6,6 +6,7 @@ differs between them (which parameters learn, how keyframes are drawn) stays in 
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ def device_batch(split: SplitContext, queries: Tensor, *, aux_labels: bool = Fal
     return next(device_batches(split, [queries], aux_labels=aux_labels))
 
 
+@functools.lru_cache(maxsize=1)
+def _cuda_half() -> torch.dtype:
+    """The GPU's autocast dtype, asked once (the query costs more than a small head's step)."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def step_loss(head: Head, x: HeadInput, query_pos: Tensor, target: Tensor, loss: LossContext, *, amp: bool,
               actor_labels: Tensor | None = None) -> Tensor:
     """The training loss of one batch already on the device (plus the head's auxiliary loss, given
@@ -91,7 +98,7 @@ def step_loss(head: Head, x: HeadInput, query_pos: Tensor, target: Tensor, loss:
     CPU only with `loss.cpu_bf16` (bfloat16 matmuls, ~7x float32 on CPUs with AMX)."""
     dev = target.device
     # bfloat16 where the device has it: float16's range would need a GradScaler for the gradients.
-    half = torch.float16 if dev.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+    half = _cuda_half() if dev.type == "cuda" else torch.bfloat16
     enabled = (amp and dev.type == "cuda") or (loss.cpu_bf16 and dev.type == "cpu")
     with torch.autocast(dev.type, dtype=half, enabled=enabled):
         use_aux = loss.aux and head.has_aux_loss

@@ -118,7 +118,13 @@ def train(args: TrainArgs) -> dict:
                      batch_size=max(args.batch_size, 64))
     groups = eval_groups(val_store, label_ids)
 
+    config = asdict(args) | {"lr": args.lr, "label_ids": label_ids, "eval_label_ids": eval_ids,
+                             "actor_dim": train_g.actor_feat.shape[1], "object_dim": train_g.object_feat.shape[1],
+                             "temporal_radius": radius, "levels": levels,
+                             "num_object_classes": n_obj_cls}
     resuming = args.resume and out.last.exists()
+    if resuming:  # before any state is loaded: a changed head would not even load
+        out.check_resume(config)
     if args.init_from and not resuming:  # a resumed run has its own weights
         from pipelines.init_from import init_head_from
 
@@ -136,10 +142,6 @@ def train(args: TrainArgs) -> dict:
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         print(f"resuming {out.path} after epoch {state['epoch']}", file=sys.stderr)
-    config = asdict(args) | {"lr": args.lr, "label_ids": label_ids, "eval_label_ids": eval_ids,
-                             "actor_dim": train_g.actor_feat.shape[1], "object_dim": train_g.object_feat.shape[1],
-                             "temporal_radius": radius, "levels": levels,
-                             "num_object_classes": n_obj_cls}
     out.start(config, state["history"])
 
     train_queries = train_g.query_keyframes().cpu()

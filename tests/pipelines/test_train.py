@@ -53,6 +53,21 @@ def test_resume_gives_the_uninterrupted_result(stores, tmp_path):
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
 
 
+def test_resume_with_other_options_is_refused(stores, tmp_path):
+    from pipelines.run_dir import ResumeMismatchError
+
+    train(_args(stores, tmp_path / "r", epochs=1))
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(ResumeMismatchError, match=r"lr=0\.001 -> 0\.01.*new --out-dir"):
+        train(_args(stores, tmp_path / "r", epochs=2, lr=1e-2, resume=True))
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before  # nothing written
+    with pytest.raises(ResumeMismatchError, match="head_args"):
+        train(_args(stores, tmp_path / "r", epochs=2, resume=True, head_args={"num_layers": 2, "num_heads": 2}))
+    train(_args(stores, tmp_path / "r", epochs=2, resume=True))  # more epochs: continues
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+
+
 class _NaNHead(HeadBase):
     temporal_radius = 0.0
     requires = frozenset()
