@@ -121,13 +121,6 @@ def _run_keys(run_codes: np.ndarray, run_ts: np.ndarray, source, remap: np.ndarr
     return remap[run_codes].astype(np.int64) * (1 << 32) + tk  # remap: codes -> shared vocabulary
 
 
-def _keys(codes: np.ndarray, ts: np.ndarray, source, remap: np.ndarray) -> np.ndarray:
-    """(N,) int64 keyframe keys of rows, computed once per run of equal (video, timestamp) -- a keyframe's
-    rows are contiguous in a model's output file -- and repeated; any row order gives the same keys."""
-    starts = table_runs([codes], [ts], np.array([0, codes.size]))
-    return np.repeat(_run_keys(codes[starts[:-1]], ts[starts[:-1]], source, remap), np.diff(starts))
-
-
 def _heap_chunks(pr):
     """The predictions table's chunks as heap input (views of the reader's buffers)."""
     for c, (cls, score) in enumerate(zip(pr.parts(6), pr.parts(7))):

@@ -121,16 +121,12 @@ class CsvTable:
     def int_col(self, j: int, what: str, rows: np.ndarray | None = None) -> np.ndarray:
         if rows is None and j in self._ints:  # checked and converted already (read functions, then callers)
             return self._ints[j]
-        if self.is_int(j):  # the reader parsed every field as an integer: nothing to check
-            v = self.col(j) if rows is None else self.col(j)[rows]
-            out = v.astype(np.int64)
-            if rows is None:
-                self._ints[j] = out
-            return out
         v = self.col(j) if rows is None else self.col(j)[rows]
-        # checked in slices of 1M rows: no (N,) float and bool temporaries (fresh pages cost on large files)
+        # parsed as integers: nothing to check; else checked in slices of 1M rows (no (N,) float and
+        # bool temporaries: fresh pages cost on large files)
         step = 1 << 20
-        bad_at = next((a for a in range(0, v.size, step) if np.any(v[a:a + step] != np.round(v[a:a + step]))), None)
+        bad_at = None if self.is_int(j) else next(
+            (a for a in range(0, v.size, step) if np.any(v[a:a + step] != np.round(v[a:a + step]))), None)
         if bad_at is not None:
             sl = v[bad_at:bad_at + step]
             i = bad_at + int(np.flatnonzero(sl != np.round(sl))[0])

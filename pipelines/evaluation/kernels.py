@@ -38,7 +38,7 @@ def _less(h, i, j):
 
 
 @njit(cache=True)
-def _swap_in(h, dst, src):
+def _copy_row(h, dst, src):
     for k in range(6):
         h[dst, k] = h[src, k]
 
@@ -46,31 +46,31 @@ def _swap_in(h, dst, src):
 @njit(cache=True)
 def _siftdown(h, start, pos, tmp):
     # heapq._siftdown: move the entry at pos up while it is smaller than its parent
-    _swap_in(h, tmp, pos)
+    _copy_row(h, tmp, pos)
     while pos > start:
         parent = (pos - 1) >> 1
         if _less(h, tmp, parent):
-            _swap_in(h, pos, parent)
+            _copy_row(h, pos, parent)
             pos = parent
             continue
         break
-    _swap_in(h, pos, tmp)
+    _copy_row(h, pos, tmp)
 
 
 @njit(cache=True)
 def _siftup(h, pos, end, tmp):
     # heapq._siftup: bubble the smaller child up to the leaf, then _siftdown the new entry into place
     start = pos
-    _swap_in(h, tmp + 1, pos)
+    _copy_row(h, tmp + 1, pos)
     child = 2 * pos + 1
     while child < end:
         right = child + 1
         if right < end and not _less(h, child, right):
             child = right
-        _swap_in(h, pos, child)
+        _copy_row(h, pos, child)
         pos = child
         child = 2 * pos + 1
-    _swap_in(h, pos, tmp + 1)
+    _copy_row(h, pos, tmp + 1)
     _siftdown(h, start, pos, tmp)
 
 

@@ -68,11 +68,6 @@ def _kf_index(keys_gt: np.ndarray, keys_det: np.ndarray):
     return gk.ravel(), np.repeat(run_id, np.diff(np.concatenate([[0], brk, [keys_det.size]])))
 
 
-def _stable_desc(grp: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Indices grouped by `grp` (ascending), descending score within, file order on ties."""
-    return grouped_desc_order(grp, score)
-
-
 def _mean_by_id(aps: np.ndarray, class_ids: np.ndarray) -> float:
     """`np.nanmean` over the evaluator's array indexed by label id - 1 (NaN where no GT)."""
     if class_ids.size == 0:
@@ -195,14 +190,14 @@ def _mmaction2(gt_kf, gt_box, gt_class, gt_score, det_kf, det_box, det_class, de
     g_kfo, _ = first_appearance_ids(gt_kf[g_idx])  # `for k in gt_bboxes`
     live = ~np.isin(gt_kf[g_idx], ex)
     g_idx, g_kfo = g_idx[live], g_kfo[live]
-    g_idx = g_idx[_stable_desc(g_kfo, gt_score[g_idx])]
+    g_idx = g_idx[grouped_desc_order(g_kfo, gt_score[g_idx])]
     # detections: only on (non-excluded) GT keyframes, in the GT keyframes' order
     u, first = np.unique(gt_kf[g_idx], return_index=True)
     rank_u = np.empty(u.size, np.int64)
     rank_u[np.argsort(first, kind="stable")] = np.arange(u.size)
     d_idx = np.flatnonzero(member(det_class, class_ids) & np.isin(det_kf, u))
     d_ord = rank_u[np.searchsorted(u, det_kf[d_idx])]
-    d_idx = d_idx[_stable_desc(d_ord, det_score[d_idx])]
+    d_idx = d_idx[grouped_desc_order(d_ord, det_score[d_idx])]
     f32 = lambda a: a.astype(np.float32)  # noqa: E731  (tpfp_single builds float32 arrays)
     db = f32(det_box[d_idx])
     bad = (db[:, 0] > db[:, 2]) | (db[:, 1] > db[:, 3])

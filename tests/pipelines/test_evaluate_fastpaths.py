@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from extract.formats.csv_table import AvaFormatError, load_csv
-from pipelines.evaluate import _keys, frame_map
+from pipelines.evaluate import _run_keys, frame_map
+from pipelines.evaluation.runs import table_runs
 from pipelines.evaluation.core import class_index, first_appearance_ids, grouped_desc_order, match, member
 from tests.pipelines import ava_reference as ref
 
@@ -87,6 +88,12 @@ def _iou(a, b):
     inter = ih * iw
     union = (a[3] - a[1]) * (a[2] - a[0]) + (b[3] - b[1]) * (b[2] - b[0]) - inter
     return inter / union if union else float("nan")
+
+
+def _keys(codes, ts, source, remap):
+    """Row keys as evaluate_files builds them: one key per run of equal (video, timestamp), repeated."""
+    starts = table_runs([codes], [ts], np.array([0, codes.size]))
+    return np.repeat(_run_keys(codes[starts[:-1]], ts[starts[:-1]], source, remap), np.diff(starts))
 
 
 def test_keys_are_computed_per_row_or_per_run_alike():
