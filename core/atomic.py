@@ -1,7 +1,9 @@
 """Atomic file writes: readers see the old file or the whole new one, never half of it.
 
 One recipe everywhere: write a temporary file in the destination's directory (same file system,
-so the rename is atomic), flush it to disk (fsync), then `os.replace` it over the final name. A
+so the rename is atomic), flush it to disk (fsync), `os.replace` it over the final name, then
+fsync the directory, so the new name itself survives a power loss (the rename lives in the
+directory's entries, which the file's fsync does not flush). A
 failure or a kill leaves at most a hidden `.tmp-<hex>-<name>` file behind, never a truncated file
 under the final name. The temporary name ends with the final name, so writers that pick a format
 from the extension (`np.savez` adds `.npz`, PyAV guesses the container from `.mp4`) still work.
@@ -36,6 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(os.path.dirname(path) or ".")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -191,7 +191,7 @@ def _base_attrs(args: ExtractArgs) -> dict:
 def _object_classes(args: ExtractArgs, detect: Detect) -> list[str] | None:
     """Object class names for the store: the detector's, or --object-classes for precomputed objects."""
     if detect.objects is not None:
-        return list(getattr(detect.objects, "class_names", []) or []) or None
+        return list(detect.objects.class_names) or None
     if args.objects == "precomputed" and args.object_classes:
         names = [l.strip() for l in Path(args.object_classes).read_text().splitlines() if l.strip()]
         return names or None

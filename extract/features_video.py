@@ -52,7 +52,7 @@ class Detect:
                 o = {"object_box": d.box.cpu().numpy().astype(np.float32),
                      "object_class": d.class_id.cpu().numpy().astype(np.int64),
                      "object_score": d.score.cpu().numpy().astype(np.float32)}
-                if getattr(self.objects, "feature_dim", 0):
+                if self.objects.feature_dim:
                     o["object_feature"] = d.feature.cpu().numpy().astype(np.float32)
                 objs.append(o)
         return people, objs

@@ -51,6 +51,19 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     return masked_softmax(att, mask) @ v
 
 
+class MaskDropout(nn.Dropout):
+    """nn.Dropout (inverted, keep prob 1 - p) with the CPU mask drawn as `rand >= p`: the same
+    distribution, ~3.5x faster than torch's CPU bernoulli_ (torch 2.14; a dropout on the 775k
+    values of a STAGE layer took 9.6 ms, this 2.6 ms); other draws than torch's under one seed.
+    On other devices it is torch's fused dropout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
 class NonLocalBlock(nn.Module):
     """The non-local block of LFB's feature bank operator (Wu et al. 2019, FBO-NL).
 

@@ -8,6 +8,9 @@ Contract (docs/DESIGN.md, "Detector API"):
   ``.class_names: list[str]`` and ``.feature_dim: int`` (0 when it gives no features).
 - ``keys`` is an optional list of ``(video, timestamp_seconds)``, one per frame. Detectors that run a
   network ignore it; the ``precomputed`` detectors need it (they look detections up by keyframe).
+- What a job asks of a detector beyond the call is declared once, in ``PersonDetector`` and
+  ``ObjectDetector``: ``needs_frames`` (False: frames may be None, nothing is decoded for it) and
+  ``missing`` (the keys a lookup found no record for; always empty for a network).
 
 Every factory takes flat keyword arguments; an unknown name raises ``KeyError`` listing the valid
 names. Factories that need detectron2 import it only when called.
@@ -15,7 +18,7 @@ names. Factories that need detectron2 import it only when called.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -67,11 +70,29 @@ def empty_object_detections(feature_dim: int, device="cpu") -> ObjectDetections:
                             torch.zeros(0, feature_dim, device=device))
 
 
+class PersonDetector(Protocol):
+    needs_frames: bool  # False: called with frames=None (looks detections up by key)
+    missing: Sequence[tuple[str, int]]  # (video, timestamp ms) keys a lookup found no record for
+
+    def __call__(self, frames: Tensor | None, keys=None) -> list[Detections]: ...
+
+
+class ObjectDetector(Protocol):
+    class_names: list[str]
+    feature_dim: int  # 0 when it gives no features
+    needs_frames: bool
+    missing: Sequence[tuple[str, int]]
+
+    def __call__(self, frames: Tensor | None, keys=None) -> list[ObjectDetections]: ...
+
+
 class NoObjectDetector:
     """`--objects none`: every frame has no objects (heads then see O = 0)."""
 
     class_names: list[str] = []
     feature_dim: int = 0
+    needs_frames = False
+    missing: Sequence[tuple[str, int]] = ()
 
     def __init__(self, feature_dim: int = 0, device: str = "cpu"):
         self.feature_dim = int(feature_dim)
@@ -118,13 +139,13 @@ def _no_objects(**kw):
     return NoObjectDetector(**kw)
 
 
-PERSON_DETECTORS: dict[str, Callable[..., object]] = {
+PERSON_DETECTORS: dict[str, Callable[..., PersonDetector]] = {
     "torchvision": _torchvision_person,
     "detectron2": _detectron2_person,
     "precomputed": _precomputed_person,
 }
 
-OBJECT_DETECTORS: dict[str, Callable[..., object]] = {
+OBJECT_DETECTORS: dict[str, Callable[..., ObjectDetector]] = {
     "vg": _vg_objects,
     "vg-detectron2": _vg_detectron2_objects,
     "precomputed": _precomputed_objects,

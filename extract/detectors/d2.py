@@ -108,6 +108,9 @@ def _resize(frames: Tensor, min_size: int, max_size: int) -> Tensor:
 class Detectron2PersonDetector:
     """A detectron2 detector keeping `person_class`; threshold, NMS and cap as the torchvision one."""
 
+    needs_frames = True
+    missing: tuple = ()  # a network finds every keyframe
+
     def __init__(self, *, config: str, weights: str, score_thresh: float = 0.8, nms_thresh: float = 0.5,
                  max_per_frame: int = 50, person_class: int = 0, device: str = "cpu", opts=(),
                  trust_pickle: bool = False):
@@ -139,6 +142,8 @@ class Detectron2VGDetector:
     """The VG detector run by detectron2 modules, post-processed like the built-in one."""
 
     feature_dim = 2048
+    needs_frames = True
+    missing: tuple = ()  # a network finds every keyframe
 
     def __init__(self, *, config: str, weights: str, vg_classes: str | None = None, min_size: int = 600,
                  max_size: int = 1000, score_thresh: float = 0.2, nms_thresh: float = 0.3,

@@ -284,8 +284,7 @@ def run_detections(a: DetectionsArgs) -> dict:
 
     person, objects = _build_detectors(a)
     # Frames are decoded only for a detector that runs on them (precomputed files need none).
-    read_frames = not (a.person_detector in ("precomputed", "none") and a.objects in ("precomputed", "none")
-                       and getattr(objects, "feature_extractor", None) is None)
+    read_frames = (person is not None and person.needs_frames) or objects.needs_frames
     for video in sorted(plan):
         part = os.path.join(a.out_dir, "parts", f"{video}.npz")
         if os.path.exists(part) and not a.overwrite:
@@ -317,7 +316,7 @@ def run_detections(a: DetectionsArgs) -> dict:
         with atomic_open(os.path.join(a.out_dir, "object_classes.txt"), "w") as f:
             f.writelines(n + "\n" for n in objects.class_names)
     for det in (person, objects):
-        if getattr(det, "missing", None):
+        if det is not None and det.missing:
             warnings.warn(f"{len(det.missing)} keyframe(s) absent from the precomputed file, e.g. "
                           f"{det.missing[:3]} (video, timestamp ms): they got no detections", UserWarning)
     return {"videos": len(plan), "keyframes": int(sum(len(t) for t in plan.values())),
@@ -328,7 +327,7 @@ def _run_video(path: str, video: str, times: np.ndarray, person, objects, *, fps
                time_offset: float, read_frames: bool) -> dict:
     from extract.video import open_video
 
-    d = getattr(objects, "feature_dim", 0)
+    d = objects.feature_dim
     acc = {k: [] for k in ("person_kf", "person_box", "person_score", "object_kf", "object_box",
                            "object_class", "object_score", "object_feature", "object_attr", "object_attr_score")}
     reader = open_video(path, fps=fps, time_offset=time_offset) if read_frames else None

@@ -41,6 +41,9 @@ def load_state_dict_file(path: str) -> dict:
 class TorchvisionPersonDetector(nn.Module):
     """Faster R-CNN R50-FPN v2 keeping people: score >= score_thresh, NMS, at most max_per_frame."""
 
+    needs_frames = True
+    missing: tuple = ()  # a network finds every keyframe
+
     def __init__(self, *, weights: str | None = None, random_init: bool = False,
                  score_thresh: float = 0.8, nms_thresh: float = 0.5, max_per_frame: int = 50,
                  min_size: int = 800, max_size: int = 1333, rpn_pre_nms_top_n_test: int = 1000,

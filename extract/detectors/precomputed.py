@@ -234,6 +234,7 @@ class PrecomputedObjectDetector:
         if not self.source.index:
             raise PrecomputedFormatError(f"{path}: no images found")
         self.feature_extractor = feature_extractor
+        self.needs_frames = feature_extractor is not None  # pools boxes that come without features
         self.max_objects, self.score_thresh = max_objects, score_thresh
         self.class_names = class_names or read_class_names(vg_classes, num_classes)
         self.device = torch.device(device)
@@ -278,6 +279,8 @@ class PrecomputedObjectDetector:
 
 class PrecomputedPersonDetector:
     """People from an ava_io proposals file, looked up by (video, timestamp)."""
+
+    needs_frames = False
 
     def __init__(self, *, path: str, score_thresh: float = 0.0, nms_thresh: float = 1.0,
                  max_per_frame: int = 1000, device: str = "cpu", trust_pickle: bool = False):

@@ -153,6 +153,8 @@ class VGDetector(nn.Module):
     """The bottom-up-attention VG detector; call on (B, 3, H, W) RGB [0, 1] frames."""
 
     feature_dim = 2048
+    needs_frames = True
+    missing: tuple = ()  # a network finds every keyframe
 
     def __init__(self, *, num_classes: int = 1600, num_attrs: int = 400, depth: int = 101,
                  caffe_maxpool: bool = True, rpn_hidden: int = 512,

@@ -30,3 +30,20 @@ def test_atomic_path_is_a_hidden_sibling_that_keeps_the_extension(tmp_path):
     assert p.read_bytes() == b"x"
     atomic_write_bytes(p, b"yz")
     assert p.read_bytes() == b"yz" and os.listdir(p.parent) == ["v.npz"]
+
+
+def test_the_file_then_its_directory_are_flushed(tmp_path, monkeypatch):
+    """The rename is durable only once the directory is fsynced too: the file's content before
+    the rename, the directory after it."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    p = tmp_path / "x.json"
+    atomic_write_bytes(p, b"{}")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].startswith(str(tmp_path / TMP_PREFIX)) and events[1][1] == str(p)
+    assert events[2][1] == str(tmp_path)

@@ -93,3 +93,7 @@ def test_npz_reader(tmp_path):
     assert torch.equal(single(None, [("vid_B", 903.0)])[0].feature, b.feature)
     with pytest.raises(ValueError, match="needs keys"):
         det(torch.zeros(1, 3, 4, 4))
+    # Features in the file: no frames needed; a keyframe absent from it is recorded as missing.
+    assert det.needs_frames is False and list(det.missing) == []
+    assert len(det(None, [("vidA", 905.0)])[0]) == 0
+    assert list(det.missing) == [("vidA", 905000)]
