@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_open, atomic_path
+from core.timekeys import timestamp_key
 
 from extract.datasets.tube_boxes import keyframe_times
 from extract.datasets.tubes_pkl import TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle
@@ -202,8 +203,8 @@ def read_keyframe_csv(path: str) -> dict[str, np.ndarray]:
                 raise AvaFormatError(path, i, f"expected video,timestamp,... got {row[:2]}") from None
             if not np.isfinite(ts):
                 raise AvaFormatError(path, i, f"timestamp {row[1]!r} is not a finite number")
-            out.setdefault(row[0].strip(), set()).add(round(ts, 3))
-    return {v: np.array(sorted(t)) for v, t in out.items()}
+            out.setdefault(row[0].strip(), set()).add(timestamp_key(ts))  # one keyframe per ms key
+    return {v: np.array(sorted(t), dtype=np.float64) / 1000.0 for v, t in out.items()}
 
 
 def _tube_plan(a: DetectionsArgs) -> tuple[dict, dict[str, np.ndarray]]:

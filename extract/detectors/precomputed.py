@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from extract.errors import UserError
-from extract.formats.tables import timestamp_key, timestamp_keys
+from core.timekeys import timestamp_key, timestamp_keys
 from extract.safe_pickle import loads_pickle
 
 from . import Detections, ObjectDetections, empty_detections, empty_object_detections

@@ -5,7 +5,8 @@ import numpy as np
 
 from extract.formats.common import write_csv
 from extract.formats.csv_table import load_csv
-from extract.formats.tables import format_timestamp, timestamp_keys
+from core.timekeys import timestamp_keys
+from extract.formats.tables import format_timestamp
 
 
 def read_excluded(path) -> set[tuple[str, int]]:

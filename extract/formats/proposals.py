@@ -9,7 +9,8 @@ import numpy as np
 
 from extract.formats.common import BOX_NAMES, box_strings, check_values, clip_boxes, parse_common, str_list, write_csv
 from extract.formats.csv_table import AvaFormatError, load_csv
-from extract.formats.tables import Proposals, _format_timestamps, timestamp_keys
+from core.timekeys import timestamp_keys
+from extract.formats.tables import Proposals, _format_timestamps
 
 
 def read_proposals(path, *, trust_pickle: bool = False) -> Proposals:

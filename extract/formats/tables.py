@@ -5,22 +5,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+# The keys live in core.timekeys (their one home); re-exported here and by extract.ava_io.
+from core.timekeys import same_timestamp, timestamp_key, timestamp_keys  # noqa: F401
 
 # ----------------------------------------------------------------------------- timestamps
-
-def timestamp_key(ts) -> int:
-    """Integer milliseconds of a timestamp given as number or string (`902`, `0902`, `902.0`)."""
-    return int(round(float(ts) * 1000.0))
-
-
-def timestamp_keys(ts: np.ndarray) -> np.ndarray:
-    """Vectorised `timestamp_key`: (N,) float seconds -> (N,) int64 milliseconds."""
-    return np.rint(np.asarray(ts, dtype=np.float64) * 1000.0).astype(np.int64)
-
-
-def same_timestamp(a, b) -> bool:
-    return timestamp_key(a) == timestamp_key(b)
-
 
 def format_timestamp(ts: float) -> str:
     t = float(ts)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extract.formats.tables import timestamp_keys
+from core.timekeys import timestamp_keys
 from extract.store.commit import list_manifests
 from extract.store.io import (META, SCHEMA_VERSION, ArrayReader, Location, StoreError, axis_of,
                               read_root_attrs)

@@ -108,3 +108,13 @@ def test_command_and_validation(data):
     assert (a.split, a.fps) == ("test1", 25.0)
     assert DetectionsArgs(video_dir=vd, out_dir="y", timestamps="1:2").fps == 30.0
 
+
+
+def test_keyframe_csv_is_deduplicated_by_millisecond_key(tmp_path):
+    from extract.detectors.job import read_keyframe_csv
+
+    p = tmp_path / "kf.csv"
+    p.write_text("video,timestamp\nv,902\nv,0902\nv,902.0004\nv,903.5\nw,1\n")
+    out = read_keyframe_csv(str(p))
+    assert sorted(out) == ["v", "w"]
+    assert out["v"].tolist() == [902.0, 903.5] and out["w"].tolist() == [1.0]
