@@ -92,7 +92,7 @@ class BlockGraph:
     self_loop: Tensor  # (P, n_max, n_max) bool: the entry is a node's edge to itself
     # (K, S) long: the pairs of each target keyframe (S: most pairs of any target), padded with P,
     # the index of an all-zero block; lets aggregation run one matmul per target keyframe.
-    pair_table: Tensor | None = None
+    pair_table: Tensor
 
     def to_padded(self, x: Tensor) -> Tensor:
         """(N, *rest) -> (K, n_max, *rest), zeros in empty slots (differentiable)."""
@@ -194,7 +194,7 @@ def blocked_aggregate(weights: Tensor, values_padded: Tensor, graph: BlockGraph)
     row of S * n_max columns), so the sum over sources is one matmul per target keyframe and head:
     matrices S times wider than per-pair blocks (better matmul efficiency) and no scatter-add.
     Missing pairs are all-zero blocks."""
-    table = graph.pair_table if graph.pair_table is not None else pair_table(graph.pair_tgt, graph.num_kf)
+    table = graph.pair_table
     k, s = table.shape
     p, h, r, c = weights.shape
     f = values_padded.shape[-1]

@@ -176,8 +176,8 @@ class STAGELayer(nn.Module):
         if self.attention == "gat":
             fin = self.drop_in(f) if self.official else f
             # FC2(h_i || h_j) = a_1.h_i + a_2.h_j + b: one term per receiving and per sending node.
-            w = self.attn_w.view(nh, 2, dh).to(cdt := compute_dtype(f))
-            acc = acc_dtype(f.dtype)
+            cdt, acc = compute_dtype(f), acc_dtype(f.dtype)
+            w = self.attn_w.view(nh, 2, dh).to(cdt)
             wt = self.fc_h.weight.to(cdt).view(nh, dh, -1)  # (H, d_h, d_f), cast once for its uses
             if fold:
                 # a_k.(W_k f + b_k) = (W_k^T a_k).f + a_k.b_k: the terms without h, one matmul.

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from extract.errors import UserError
 from core.timekeys import timestamp_key, timestamp_keys
+from extract.errors import UserError
 from extract.safe_pickle import loads_pickle
 
 from . import Detections, ObjectDetections, empty_detections, empty_object_detections
