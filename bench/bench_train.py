@@ -193,8 +193,8 @@ def stage_part(args, device) -> dict:
         med = {k: statistics.median(v) for k, v in rates.items() if k != "matmul"}
         rate = statistics.median(rates["matmul"])
         ceiling = rate / floor
-        real = [device_batch(split, b) for b in epoch_batches(queries, args.batch_size, args.sampling, 0, 0)[:3]]
-        per_step = statistics.fmean(step_flops(ours, *t[:3]) for t in real) / args.batch_size
+        first = epoch_batches(queries, args.batch_size, args.sampling, 0, 0)[:3]  # a block may be cut short
+        per_step = sum(step_flops(ours, *device_batch(split, b)[:3]) for b in first) / sum(len(b) for b in first)
         results[size] = r = {"actors": actors, "objects": objects, "ours_kf_s": med["ours"],
                              "official_kf_s": med["official"], "ratio": med["ours"] / med["official"],
                              "flop_per_kf_floor": floor, "flop_per_kf_ours": per_step, "matmul_flop_s": rate,

@@ -93,6 +93,9 @@ class BlockGraph:
     # (K, S) long: the pairs of each target keyframe (S: most pairs of any target), padded with P,
     # the index of an all-zero block; lets aggregation run one matmul per target keyframe.
     pair_table: Tensor
+    # (K, n_max) long: the node in each slot; empty slots name node 0, which their weight (always 0,
+    # they are masked) multiplies, so values are gathered from the node rows without a padded copy.
+    slot_node: Tensor
 
     def to_padded(self, x: Tensor) -> Tensor:
         """(N, *rest) -> (K, n_max, *rest), zeros in empty slots (differentiable)."""
@@ -146,8 +149,11 @@ def build_block_graph(
         if not object_object:
             mask = mask & ~(is_object[pair_tgt][:, :, None] & is_object[pair_src][:, None, :])
         mask = mask | self_loop
+    slot_node = torch.zeros(num_kf * n_max, dtype=torch.long, device=dev)
+    slot_node[node_index] = torch.arange(n, device=dev)
     return BlockGraph(num_kf, n_max, node_index, pair_tgt, pair_src, mask, self_loop,
-                      pair_table(pair_tgt, num_kf if num_targets is None else num_targets))
+                      pair_table(pair_tgt, num_kf if num_targets is None else num_targets),
+                      slot_node.view(num_kf, n_max))
 
 
 def pair_table(pair_tgt: Tensor, num_kf: int) -> Tensor:
@@ -184,31 +190,36 @@ def blocked_softmax(logits: Tensor, mask: Tensor, pair_tgt: Tensor, num_kf: int)
     return e / take(denom.clamp_min(1e-30), pair_tgt)[..., None]
 
 
-def blocked_aggregate(weights: Tensor, values_padded: Tensor, graph: BlockGraph) -> Tensor:
-    """sum_j W_ij v_j per target node: weights (P, H, R, C), values (K, H or 1, n_max, F) -> (K_t, H, R, F)
+def blocked_aggregate(weights: Tensor, values: Tensor, graph: BlockGraph) -> Tensor:
+    """sum_j W_ij v_j per target node: weights (P, H, R, C) over `graph`'s blocks, values of the
+    nodes per head (H, N, F) or shared by the heads (N, F) (not copied per head) -> (H, K_t, R, F)
     for the first K_t keyframes (the rows of `graph.pair_table`: every keyframe unless the graph
-    was built with `num_targets`); R <= n_max: the first R slots of each target keyframe. Values
-    with one head are shared by every head (not copied per head).
+    was built with `num_targets`); R <= n_max: the first R slots of each target keyframe.
+    Masked entries of `weights` must be 0, as the softmax gives them: they multiply a stand-in
+    node's values, so their own gradient is not 0 (the softmax's backward multiplies it by their
+    weight, 0).
 
     The blocks of each target keyframe are laid side by side (its S source keyframes' nodes as one
     row of S * n_max columns), so the sum over sources is one matmul per target keyframe and head:
     matrices S times wider than per-pair blocks (better matmul efficiency) and no scatter-add.
-    Missing pairs are all-zero blocks."""
+    Missing pairs are all-zero blocks. The values are gathered from the node rows straight into
+    the matmul's layout (H, K_t, S*C, F): no padded copy of them, and a gather's backward as the
+    only scatter."""
     table = graph.pair_table
     k, s = table.shape
     p, h, r, c = weights.shape
-    f = values_padded.shape[-1]
+    f = values.shape[-1]
     w = take(torch.cat((weights, weights.new_zeros((1, h, r, c)))), table)  # (K, S, H, R, C)
-    w = w.permute(0, 2, 3, 1, 4).reshape(k, h, r, s * c)  # (K, H, R, S*C)
     src = torch.cat((graph.pair_src, graph.pair_src.new_zeros(1)))[table]  # (K, S); padding -> any kf, weight 0
-    # Gathered as (K, S, n_max, H, F): whole rows when the values come as the layer's transposed
-    # (K, n_max, H, F) padding (a strided gather, and its backward, cost several times more).
-    if values_padded.shape[1] == 1:
+    rows = graph.slot_node[src].reshape(-1)  # (K*S*C,) the node of each column
+    if values.dim() == 2:
         # Shared values: the heads' rows stacked, one (H*R, S*C) x (S*C, F) matmul per target
         # (a broadcast matmul would copy the values H times, and sum them back in backward).
-        v = take(values_padded[:, 0], src).reshape(k, s * c, f)  # (K, S*C, F)
-        return torch.matmul(w.to(v.dtype).reshape(k, h * r, s * c), v).view(k, h, r, f)
-    v = take(values_padded.transpose(1, 2), src).permute(0, 3, 1, 2, 4).reshape(k, h, s * c, f)  # (K, H, S*C, F)
+        v = torch.index_select(values, 0, rows).view(k, s * c, f)  # (K, S*C, F)
+        w = w.permute(0, 2, 3, 1, 4).reshape(k, h * r, s * c)  # (K, H*R, S*C)
+        return torch.matmul(w.to(v.dtype), v).view(k, h, r, f).transpose(0, 1)
+    v = torch.index_select(values, 1, rows).view(h, k, s * c, f)  # (H, K, S*C, F)
+    w = w.permute(2, 0, 3, 1, 4).reshape(h, k, r, s * c)  # (H, K, R, S*C)
     return torch.matmul(w.to(v.dtype), v)
 
 

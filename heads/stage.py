@@ -199,19 +199,18 @@ class STAGELayer(nn.Module):
             e = F.leaky_relu(take(st, g.pair_tgt)[..., :, None] + take(ss, g.pair_src)[..., None, :],
                              self.leaky_slope)
             # Folded: aggregate f itself, shared by the heads (each head's W_k applied after).
-            # (K, 1 or H, n_max, F)
-            vp = g.to_padded(f.to(cdt))[:, None] if fold else g.to_padded(h).transpose(1, 2)
+            vn = f.to(cdt) if fold else h.transpose(0, 1)  # (N, F) shared, or (H, N, d_h) per head
         else:
             q = g.to_padded(self.fc_q(f).view(n, nh, dh)).transpose(1, 2)[:, :, :r]  # (K, H, r, d_h)
             k = g.to_padded(self.fc_k(f).view(n, nh, dh)).transpose(1, 2)
             e = torch.matmul(take(q, g.pair_tgt), take(k, g.pair_src).transpose(-1, -2))
             e = e.to(acc_dtype(q.dtype)) / math.sqrt(dh)
-            vp = g.to_padded(self.fc_v(f).view(n, nh, dh)).transpose(1, 2)  # (K, H, n_max, d_h)
+            vn = self.fc_v(f).view(n, nh, dh).transpose(0, 1)  # (H, N, d_h)
 
         # Adjacency A (P, 1 or H, r, n_max), float32.
         if self.adjacency == "feature":
-            acc = acc_dtype(vp.dtype)
-            dist = torch.cdist(take(vp, g.pair_tgt)[:, :, :r].to(acc), take(vp, g.pair_src).to(acc),
+            acc, vk = acc_dtype(vn.dtype), g.to_padded(vn.transpose(0, 1)).transpose(1, 2)  # (K, H, n_max, d_h)
+            dist = torch.cdist(take(vk, g.pair_tgt)[:, :, :r].to(acc), take(vk, g.pair_src).to(acc),
                                compute_mode="donot_use_mm_for_euclid_dist")
             a = 1.0 / dist.clamp_min(FEATURE_EPS)
             a = torch.where(g.self_loop[:, None, :r], torch.ones_like(a), a)
@@ -225,21 +224,21 @@ class STAGELayer(nn.Module):
         wgt = blocked_softmax(d, g.mask[:, None, :r], g.pair_tgt, g.num_kf)  # Eq. 6, (P, H, r, n_max)
         if record is not None:
             record.append(wgt.detach())
-        out = blocked_aggregate(wgt, vp, g)  # Eq. 7 before sigma, (K_t, H, r, F)
-        out = take(out.transpose(1, 2).reshape(-1, nh, out.shape[-1]), out_index)  # (N or len(rows), H, F)
+        out = blocked_aggregate(wgt, vn, g)  # Eq. 7 before sigma, (H, K_t, r, F)
+        out = out.reshape(nh, -1, out.shape[-1]).index_select(1, out_index)  # (H, N or len(rows), F)
         if fold:
             # sum_j W_ij (W_k f_j + b_k) = W_k (sum_j W_ij f_j) + b_k: a row's weights sum to 1.
             # (H, d_h, d_f) x (H, d_f, R): W's gradient comes out in W's layout (no strided add).
-            out = torch.bmm(wt.to(out.dtype), out.permute(1, 2, 0)).permute(2, 0, 1)
-            out = out + self.fc_h.bias.view(nh, dh).to(out.dtype)  # (len(rows), H, d_h)
-        if rows is not None:
+            out = torch.bmm(wt.to(out.dtype), out.transpose(1, 2)).transpose(1, 2)
+            out = out + self.fc_h.bias.view(nh, 1, dh).to(out.dtype)  # (H, len(rows), d_h)
+        if rows is not None and rows.numel() < n:  # rows are sorted: as many as f's are all of them
             f = take(f, rows)
         if self.official:
             # attention_layer.py: ELU(dropout(h')), one dropout call per head on its (N, d_h)
             # output, in head order (the same random draws as the official code under one seed).
-            out = torch.cat([F.elu(self.drop(out[:, k].contiguous())) for k in range(nh)], 1)  # (N, H*d_h)
+            out = torch.cat([F.elu(self.drop(out[k].contiguous())) for k in range(nh)], 1)  # (N, H*d_h)
             return self.norm(f + self.fc_out(out))
-        out = self.drop(F.elu(out)).reshape(out.shape[0], nh * dh)
+        out = self.drop(F.elu(out)).transpose(0, 1).reshape(out.shape[1], nh * dh)  # (N, H*d_h)
         return self.norm(f + self.fc_out(out))
 
     def _folds(self, n: int, n_rows: int, g: BlockGraph, r: int) -> bool:
@@ -437,7 +436,8 @@ class STAGEHead(HeadBase):
         query_kf[node_kf[is_query]] = True
         needs = receptive_keyframes(tgt, src, query_kf, len(self.layers))  # what layer l reads: needs[l]
         nodes = torch.nonzero(needs[0][node_kf]).flatten()  # (N_0,) the nodes f's rows hold
-        f = take(f, nodes)
+        if nodes.numel() < f.shape[0]:  # an identity gather (every node is read) would cost a copy each way
+            f = take(f, nodes)
         for i, layer in enumerate(self.layers):
             g = target_first_graph(node_kf[nodes], is_actor[nodes], needs[i], needs[i + 1], tgt, src,
                                    actor_actor=self.actor_actor, object_object=self.object_object)
