@@ -38,6 +38,12 @@ def take(x: Tensor, index: Tensor) -> Tensor:
     return torch.index_select(x, 0, index.reshape(-1)).view(tuple(index.shape) + tuple(x.shape[1:]))
 
 
+def take_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """`take(x, rows)` for sorted distinct `rows` (torch.nonzero's); `x` itself when they are all of
+    its rows (an identity gather would copy x forward and scatter its gradient back)."""
+    return x if rows.numel() == x.shape[0] else take(x, rows)
+
+
 def link_keyframes(kf_video: Tensor, kf_time: Tensor, radius: float | None) -> tuple[Tensor, Tensor]:
     """Pairs of linked keyframes, both directions, self pairs included.
 
@@ -215,7 +221,7 @@ def blocked_aggregate(weights: Tensor, values: Tensor, graph: BlockGraph) -> Ten
     if values.dim() == 2:
         # Shared values: the heads' rows stacked, one (H*R, S*C) x (S*C, F) matmul per target
         # (a broadcast matmul would copy the values H times, and sum them back in backward).
-        v = torch.index_select(values, 0, rows).view(k, s * c, f)  # (K, S*C, F)
+        v = take(values, rows.view(k, s * c))  # (K, S*C, F)
         w = w.permute(0, 2, 3, 1, 4).reshape(k, h * r, s * c)  # (K, H*R, S*C)
         return torch.matmul(w.to(v.dtype), v).view(k, h, r, f).transpose(0, 1)
     v = torch.index_select(values, 1, rows).view(h, k, s * c, f)  # (H, K, S*C, F)

@@ -101,7 +101,7 @@ from .batch import HeadInput, box_centres, box_geometry
 from .common import MaskDropout
 from .graph_ops import (BlockGraph, acc_dtype, blocked_aggregate, blocked_softmax, build_block_graph, compute_dtype,
                         dense_attention, link_batch_positions, link_keyframes, receptive_keyframes, take,
-                        target_first_graph)
+                        take_rows, target_first_graph)
 from .protocol import Attention, HeadBase
 # `heads.stage.from_official_state_dict` is the documented name; the conversion lives next door.
 from .stage_official import from_official_state_dict, to_official_state_dict  # noqa: F401
@@ -231,12 +231,12 @@ class STAGELayer(nn.Module):
             # (H, d_h, d_f) x (H, d_f, R): W's gradient comes out in W's layout (no strided add).
             out = torch.bmm(wt.to(out.dtype), out.transpose(1, 2)).transpose(1, 2)
             out = out + self.fc_h.bias.view(nh, 1, dh).to(out.dtype)  # (H, len(rows), d_h)
-        if rows is not None and rows.numel() < n:  # rows are sorted: as many as f's are all of them
-            f = take(f, rows)
+        if rows is not None:
+            f = take_rows(f, rows)
         if self.official:
             # attention_layer.py: ELU(dropout(h')), one dropout call per head on its (N, d_h)
             # output, in head order (the same random draws as the official code under one seed).
-            out = torch.cat([F.elu(self.drop(out[k].contiguous())) for k in range(nh)], 1)  # (N, H*d_h)
+            out = torch.cat([F.elu(self.drop(out[k])) for k in range(nh)], 1)  # (N, H*d_h)
             return self.norm(f + self.fc_out(out))
         out = self.drop(F.elu(out)).transpose(0, 1).reshape(out.shape[1], nh * dh)  # (N, H*d_h)
         return self.norm(f + self.fc_out(out))
@@ -436,8 +436,7 @@ class STAGEHead(HeadBase):
         query_kf[node_kf[is_query]] = True
         needs = receptive_keyframes(tgt, src, query_kf, len(self.layers))  # what layer l reads: needs[l]
         nodes = torch.nonzero(needs[0][node_kf]).flatten()  # (N_0,) the nodes f's rows hold
-        if nodes.numel() < f.shape[0]:  # an identity gather (every node is read) would cost a copy each way
-            f = take(f, nodes)
+        f = take_rows(f, nodes)
         for i, layer in enumerate(self.layers):
             g = target_first_graph(node_kf[nodes], is_actor[nodes], needs[i], needs[i + 1], tgt, src,
                                    actor_actor=self.actor_actor, object_object=self.object_object)
