@@ -96,9 +96,9 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     seed_everything(seed)
     radius = float(cfg["temporal_radius"])
     _, train_tables, train_g = load_run_split(run, cfg, cfg["train_store"], cfg["train_boxes"],
-                                              cfg["train_score_threshold"], dev)
+                                              cfg["train_score_threshold"], dev, role="train")
     val_store, val_tables, val_g = load_run_split(run, cfg, cfg["val_store"], cfg["val_boxes"],
-                                                  cfg["val_score_threshold"], dev)
+                                                  cfg["val_score_threshold"], dev, role="val")
     label_ids, eval_ids = cfg["label_ids"], cfg["eval_label_ids"]
     train_split = SplitContext(train_g, radius, dev, cfg["amp"], train_tables)
     val_split = SplitContext(val_g, radius, dev, cfg["amp"], val_tables)

@@ -17,6 +17,7 @@ import numpy as np
 from extract.ava_io import read_label_map
 from extract.store import BASE_ARRAYS, StoreError, StoreWriter, format_bytes, open_store
 from extract.store.io import FRAGMENTS, axis_of
+from pipelines.split_load import nonfinite_rows
 
 STAGE_LAYOUTS = ("stage-i3d", "stage-slowfast", "stage")  # "stage": the old name of "stage-slowfast"
 LAYOUTS = ("stagecache",) + STAGE_LAYOUTS
@@ -154,14 +155,12 @@ def _row_video(st, axis: str, row: int) -> str:
 
 
 def _check_array(st, g: str, n: str) -> list[str]:
-    x = st.load({g: [n]}).data[f"{g}/{n}"].numpy()
-    ax = axis_of(n)
+    t = st.load({g: [n]}).data[f"{g}/{n}"]
+    x, ax = t.numpy(), axis_of(n)
     out = []
-    if x.dtype.kind == "f" and x.size:
-        bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
-        if bad.any():
-            r = int(np.argmax(bad))
-            out.append(f"{g}/{n}: {int(bad.sum())} row(s) with NaN/Inf (first in video {_row_video(st, ax, r)}, row {r})")
+    count, r = nonfinite_rows(t)
+    if count:
+        out.append(f"{g}/{n}: {count} row(s) with NaN/Inf (first in video {_row_video(st, ax, r)}, row {r})")
     if n.endswith("_box") and len(x):
         xf = x.astype(np.float64)
         bad = ((xf < 0) | (xf > 1)).any(1) | (xf[:, 0] > xf[:, 2]) | (xf[:, 1] > xf[:, 3])

@@ -41,7 +41,8 @@ def predict(args: PredictArgs) -> Path:
         head, cfg = official_predictor(args.run_dir, args.store, device)
     else:
         head, cfg = load_trained(args.run_dir, device, args.checkpoint)
-    _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device)
+    _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device,
+                                 role="predict")
     split = SplitContext(g, float(cfg["temporal_radius"]), device, amp=True, tables=tables)
     rows, logits = run_head(head, split, batch_size=args.batch_size, progress=True)
     pose_cols = losses.pose_columns(cfg["label_ids"], cfg["pose_ids"])

@@ -1,9 +1,11 @@
 """Checks `train-head` runs before anything is written or trained: head keywords, run directory, and
-both stores (groups, levels the head requires, feature dims, label maps, finiteness, selected
-actors; `open_store` itself refuses a schema_version other than its own in the root, group
-metadata and manifests). Every problem is a `PreflightError` (a `UserError`) whose message
-names the store, group and array (or the --head-arg), so a bad run fails in seconds, not after an
-epoch, and leaves no run directory behind.
+both stores (groups, levels the head requires, feature dims, label maps, selected actors;
+`open_store` itself refuses a schema_version other than its own in the root, group metadata and
+manifests), from the stores' metadata and small arrays. Every problem is a `PreflightError` (a
+`UserError`) whose message names the store, group and array (or the --head-arg), so a bad run
+fails in seconds, not after an epoch, and leaves no run directory behind. NaN/Inf in the feature
+arrays are found as the splits load (`split_load.check_finite`, still before any write): checking
+them here would read every array of the store a second time.
 
 `--head-arg KEY=VALUE` values are parsed by the type the head's signature gives KEY (booleans
 strictly: true/false/yes/no/1/0), and unknown keys are refused with the valid ones listed.
@@ -16,8 +18,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from extract.errors import UserError
 from extract.store import LEVEL_OF_ARRAY, open_store
@@ -187,33 +187,6 @@ def _backbones(store, wanted: list[str], role: str) -> list[str]:
     return have
 
 
-def _first_bad_row(t: torch.Tensor) -> tuple[int, int]:
-    """(number of rows with a NaN/Inf, first such row) of a loaded array."""
-    if t.numel() == 0:
-        return 0, -1
-    bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
-    rows = torch.nonzero(bad).flatten()
-    return len(rows), (int(rows[0]) if len(rows) else -1)
-
-
-def _check_finite(store, role: str, arrays: dict[str, list[str]]) -> None:
-    """Every float array that will be used, read one at a time (peak memory: one array)."""
-    for g, names in arrays.items():
-        info = store.array_info(g)
-        for n in names:
-            if not np.issubdtype(np.dtype(info[n][1]), np.floating):
-                continue
-            tables = store.load({g: [n]})
-            count, row = _first_bad_row(tables.data[f"{g}/{n}"])
-            if count:
-                kf = {"actor": tables.actor_kf, "object": tables.object_kf}.get(n.split("_", 1)[0])
-                k = int(kf[row]) if kf is not None else row
-                video = tables.video_names[int(tables.kf_video[k])]
-                raise PreflightError(
-                    f"{role} store {store.path}: group {g}, array {n}: {count} row(s) with NaN/Inf (first: row {row}, "
-                    f"video {video}, timestamp {float(tables.kf_time[k]):g}); re-extract those videos")
-
-
 def _actor_dim(store, role: str, groups: list[str], combine: str) -> int:
     """Width of the actor feature the run builds from `groups` (pipelines/split_batches.py)."""
     dims = [store.array_info(g)["actor_pooled"][0][1] for g in groups]
@@ -312,13 +285,13 @@ def preflight_train(args):
     for role, boxes, thr in (("train", args.train_boxes, args.train_score_threshold),
                              ("val", args.val_boxes, args.val_score_threshold)):
         _check_selection(stores[role], role, boxes, thr)
-        _check_finite(stores[role], role, used[role])
     return head
 
 
 def preflight_predict(run_dir: str, checkpoint: str, store_path: str) -> None:
     """`predict`: the run's checkpoint exists, and the store holds what the run reads (its feature
-    groups with the same actor dim, the levels and bank group it used, its label map), all finite."""
+    groups with the same actor dim, the levels and bank group it used, its label map); NaN/Inf are
+    found when predict loads it (`split_load.check_finite`)."""
     run = Path(run_dir)
     if not (run / checkpoint).is_file():
         raise PreflightError(f"{run / checkpoint} not found: is {run} a finished train-head run?")
@@ -339,4 +312,3 @@ def preflight_predict(run_dir: str, checkpoint: str, store_path: str) -> None:
                              f"(array actor_pooled), the run {run} was trained on {actor_dim}-d ones")
     if [int(i) for i in store.attrs.get("label_ids") or []] != label_ids:
         raise PreflightError(f"predict store {store.path} has other label_ids (root attributes) than the run {run}")
-    _check_finite(store, "predict", used)

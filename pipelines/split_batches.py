@@ -302,6 +302,14 @@ def build_graph_data(
     """
     data = tables.data
     sel = torch.from_numpy(np.asarray(select, dtype=bool))
+    rows = torch.nonzero(sel).flatten()
+    every = len(rows) == len(sel)
+
+    def take(t: Tensor) -> Tensor:
+        # The selected rows; the tensor itself (shared with `tables`, not copied) when that is all
+        # of them. index_select, not a boolean mask: ~1.7x faster on a large float16 array.
+        return t if every else t.index_select(0, rows)
+
     kf_count = len(tables.kf_time)
     actor_kf_all = tables.actor_kf
     counts = torch.bincount(actor_kf_all[sel], minlength=kf_count)
@@ -313,7 +321,7 @@ def build_graph_data(
         key = f"{b}/actor_pooled"
         if key not in data:
             raise KeyError(f"store has no features {key!r}; loaded arrays: {sorted(data)}")
-        feats.append(data[key][sel])
+        feats.append(take(data[key]))
     if len(feats) == 1:
         actor_feat = feats[0]
     elif combine == "mean":
@@ -342,10 +350,9 @@ def build_graph_data(
         key = f"{backbones[0]}/{name}"
         if key not in data:
             raise KeyError(f"the head needs {key!r} but the store does not hold it (extract with --save)")
-        return data[key] if name == "kf_context" else data[key][sel]
+        return data[key] if name == "kf_context" else take(data[key])
 
     track = data.get(track_array, data.get("base/actor_track"))
-    rows = torch.nonzero(sel).flatten()
     g = GraphData(
         video_names=list(tables.video_names),
         kf_video=tables.kf_video.long(),
@@ -353,11 +360,11 @@ def build_graph_data(
         actor_offset=actor_offset,
         object_offset=tables.kf_object_offset.long(),
         actor_feat=actor_feat,
-        actor_box=data["base/actor_box"][sel].float(),
-        actor_labels=data["base/actor_labels"][sel],
-        actor_score=data["base/actor_score"][sel].float(),
-        actor_is_gt=data["base/actor_is_gt"][sel].bool(),
-        actor_track=(track[sel] if track is not None else torch.full((len(rows),), -1)).long(),
+        actor_box=take(data["base/actor_box"]).float(),
+        actor_labels=take(data["base/actor_labels"]),
+        actor_score=take(data["base/actor_score"]).float(),
+        actor_is_gt=take(data["base/actor_is_gt"]).bool(),
+        actor_track=(take(track) if track is not None else torch.full((len(rows),), -1)).long(),
         actor_row=rows,
         object_feat=object_feat,
         object_box=data["base/object_box"].float(),

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from core.boxes import select_actors
+from extract.errors import UserError
 from extract.store import LEVELS, open_store
+from extract.store.io import axis_of
 from pipelines.split_batches import BANK_MAPS, GraphData, build_graph_data
 
 
@@ -53,10 +55,44 @@ def feature_dims(store, groups: Sequence[str], combine: str, num_object_classes:
     return actor_dim, max(int(num_object_classes), 0)
 
 
+class NonFiniteError(UserError, ValueError):
+    """A loaded float array holds NaN or Inf (one line: store, group, array, first row, video)."""
+
+
+def nonfinite_rows(t: torch.Tensor) -> tuple[int, int]:
+    """(number of rows of `t` holding a NaN/Inf, the first such row; -1 if none). A whole-array
+    min and max first (NaN and +-Inf reach them): one pass and no mask in the usual all-finite
+    case, ~10x faster than `isfinite` on float16 (torch 2.14, CPU); rows are located only then."""
+    if t.numel() == 0 or not t.is_floating_point():
+        return 0, -1
+    lo, hi = torch.aminmax(t)
+    if bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        return 0, -1
+    rows = torch.nonzero(~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)).flatten()
+    return len(rows), int(rows[0])
+
+
+def check_finite(tables, path: str, role: str = "") -> None:
+    """Every float array of `tables` (a store's load) is finite, else `NonFiniteError` naming the
+    store (`role`, e.g. "train", leads the message), group, array, rows, first video and timestamp."""
+    for key, t in tables.data.items():
+        count, row = nonfinite_rows(t)
+        if not count:
+            continue
+        g, n = key.split("/", 1)
+        axis = axis_of(n)
+        k = row if axis == "kf" else int({"actor": tables.actor_kf, "object": tables.object_kf}[axis][row])
+        video = tables.video_names[int(tables.kf_video[k])]
+        raise NonFiniteError(
+            f"{role + ' ' if role else ''}store {path}: group {g}, array {n}: {count} row(s) with NaN/Inf (first: row "
+            f"{row}, video {video}, timestamp {float(tables.kf_time[k]):g}); re-extract those videos")
+
+
 def load_split(path: str, *, boxes: str, score_threshold: float, levels: Sequence[str], device: torch.device,
                backbones: Sequence[str] = (), combine: str = "mean", bank_group: str = "",
-               num_object_classes: int = 0) -> tuple:
-    """Open a store, load what the head needs (its `levels`, the `bank_group` of a bank head), and
+               num_object_classes: int = 0, role: str = "") -> tuple:
+    """Open a store, load what the head needs (its `levels`, the `bank_group` of a bank head), check
+    that its float arrays are finite (`check_finite`; `role` names the store in the error), and
     filter actors (`boxes`, `score_threshold`). Returns (store, tables, GraphData)."""
     store = open_store(path)
     groups = backbone_groups(store, backbones)
@@ -72,6 +108,7 @@ def load_split(path: str, *, boxes: str, score_threshold: float, levels: Sequenc
         select[bank_group] = ["actor_maps"] + (
             ["actor_in_bank"] if "actor_in_bank" in store.array_info(bank_group) else [])
     tables = store.load(select)
+    check_finite(tables, store.path, role)  # on what was read: one read of the store, before any write
     sel = select_actors(
         tables.data["base/actor_is_gt"].bool().numpy(),
         tables.data["base/actor_score"].float().numpy(),

@@ -98,17 +98,18 @@ def train(args: TrainArgs) -> dict:
     out = RunDir(args.out_dir)
     device = resolve_device(args.device)
     seed_everything(args.seed)  # first: the head's initial weights are the seed's
-    # Stores, levels, dims, labels, finiteness: fail in seconds, before any write. The head is
-    # built there, once, at the stores' dims; what it declares decides what is loaded.
+    # Stores, levels, dims, labels: fail in seconds, before any write (NaN/Inf: as the splits load,
+    # still before any write). The head is built there, once, at the stores' dims; what it declares
+    # decides what is loaded.
     head = preflight_train(args).to(device)
     levels, radius = head_levels(head), float(head.temporal_radius)
     n_obj_cls = object_class_count(args.train_store, args.val_store)
     how = dict(levels=levels, device=device, backbones=args.backbones, combine=args.combine,
                bank_group=args.bank_group, num_object_classes=n_obj_cls)
     train_store, train_tables, train_g = load_split(
-        args.train_store, boxes=args.train_boxes, score_threshold=args.train_score_threshold, **how)
+        args.train_store, boxes=args.train_boxes, score_threshold=args.train_score_threshold, role="train", **how)
     val_store, val_tables, val_g = load_split(
-        args.val_store, boxes=args.val_boxes, score_threshold=args.val_score_threshold, **how)
+        args.val_store, boxes=args.val_boxes, score_threshold=args.val_score_threshold, role="val", **how)
     label_ids = store_label_ids(train_store)  # equal label maps and a non-empty selection: preflight_train
     eval_ids = [i for i in (args.eval_label_ids or default_eval_ids(label_ids)) if i in label_ids]
     train_split = SplitContext(train_g, radius, device, args.amp, train_tables)

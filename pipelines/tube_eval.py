@@ -3,7 +3,10 @@
 Checked against MOC-Detector (`src/ACT.py`, `src/ACT_utils/ACT_utils.py`, `ACT_build.py`):
 - Boxes in pixels, IoU with the +1 pixel convention (area = (x2 - x1 + 1) (y2 - y1 + 1)).
   Predictions (normalised boxes, as the store) are scaled back by the pickle's (height, width).
-- AP: detections of a class sorted by score (descending; ties keep file order here), each matched
+- AP: detections of a class sorted by score (descending; ties keep file order here: the
+  reference's `np.argsort(-score)` is numpy's default quicksort, whose order among equal scores
+  depends on the numpy version and the CPU since numpy 1.25 dispatches it to SIMD sorts
+  (AVX-512 / AVX2, numpy/numpy#25610), so no fixed order reproduces it everywhere), each matched
   to the highest-IoU still unmatched GT of its frame (video) if that IoU >= the threshold;
   precision/recall starting from (p=1, r=0), AP = trapezoidal area under that curve.
   A class without detections has AP 0. mAP = mean over the classes that have GT in the split

@@ -5,6 +5,7 @@ import pytest
 from heads import HEADS, build_head
 from pipelines.preflight import (HEAD_CALLABLES, HeadArgError, PreflightError, check_head_kwargs,
                                  head_parameters, parse_head_args, preflight_train)
+from pipelines.split_load import NonFiniteError
 from pipelines.train import TrainArgs, train
 from tests.pipelines.bad_input_helpers import write_store
 
@@ -78,16 +79,19 @@ def test_good_stores_pass(good, tmp_path):
     assert not (tmp_path / "run").exists()  # preflight writes nothing
 
 
-def test_nan_features_are_found_naming_store_group_array_and_video(good, tmp_path):
+def test_nan_features_are_found_as_train_loads_naming_store_group_array_and_video(good, tmp_path):
+    """Preflight reads no feature array (that would read the store twice); train() finds NaN/Inf
+    as it loads each split, before it writes anything."""
     bad = write_store(tmp_path / "nan.zarr", nan_at=("vb", "actor_pooled", 1))
-    with pytest.raises(PreflightError) as e:
-        preflight_train(_args(bad, good[1], tmp_path / "run"))
+    preflight_train(_args(bad, good[1], tmp_path / "run"))
+    with pytest.raises(NonFiniteError) as e:
+        train(_args(bad, good[1], tmp_path / "run"))
     msg = str(e.value)
     assert f"train store {bad}: group feat, array actor_pooled: 1 row(s) with NaN/Inf" in msg
     assert "row 5, video vb, timestamp 902" in msg  # vb starts at row 4; row 1 of vb is keyframe 902's proposal
     bad = write_store(tmp_path / "nanbox.zarr", split="val", videos=("vc",), nan_at=("vc", "actor_box", 0))
-    with pytest.raises(PreflightError, match=r"val store .*nanbox.zarr: group base, array actor_box: 1 row"):
-        preflight_train(_args(good[0], bad, tmp_path / "run"))
+    with pytest.raises(NonFiniteError, match=r"val store .*nanbox.zarr: group base, array actor_box: 1 row"):
+        train(_args(good[0], bad, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
@@ -131,7 +135,7 @@ def test_unknown_backbone_and_empty_selection(good, tmp_path):
 
 def test_train_fails_before_creating_the_run_directory(good, tmp_path):
     bad = write_store(tmp_path / "nan.zarr", nan_at=("va", "actor_pooled", 0))
-    with pytest.raises(PreflightError):
+    with pytest.raises(NonFiniteError):
         train(_args(bad, good[1], tmp_path / "a" / "run"))
     assert not (tmp_path / "a").exists()
     with pytest.raises(HeadArgError, match="no option 'nope'"):
@@ -163,9 +167,11 @@ def test_predict_checks_the_store_against_the_run(good, tmp_path):
 
 
 def test_predict_refuses_nan_features(good, tmp_path):
-    from pipelines.preflight import preflight_predict
+    from pipelines.predict import PredictArgs, predict
 
     train(_args(*good, tmp_path / "run"))
     bad = write_store(tmp_path / "nan.zarr", split="val", videos=("vc",), nan_at=("vc", "actor_pooled", 3))
-    with pytest.raises(PreflightError, match=r"predict store .*nan.zarr: group feat, array actor_pooled: 1 row"):
-        preflight_predict(str(tmp_path / "run"), "best.pt", bad)
+    out = tmp_path / "preds" / "p.csv"
+    with pytest.raises(NonFiniteError, match=r"predict store .*nan.zarr: group feat, array actor_pooled: 1 row"):
+        predict(PredictArgs(run_dir=str(tmp_path / "run"), store=bad, out=str(out), device="cpu"))
+    assert not out.parent.exists()

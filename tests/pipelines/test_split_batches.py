@@ -156,3 +156,47 @@ def test_training_batches_equal_batches_built_one_by_one(chunk_bytes):
             assert torch.equal(b.x.extras["bank_maps"], g.actor_extras["bank_maps"][rows])
             assert b.x.extras["bank_kf"].tolist() == akf
     assert list(g.training_batches([], 1.0)) == []
+
+
+def _tables(rng, n_kf=5):
+    from extract.store.read import Tables
+
+    ac = rng.integers(1, 4, size=n_kf)
+    a = int(ac.sum())
+    off = torch.from_numpy(np.concatenate(([0], np.cumsum(ac))))
+    data = {"feat/actor_pooled": torch.randn(a, 6).half(), "base/actor_box": torch.rand(a, 4),
+            "base/actor_labels": torch.randint(0, 2, (a, 3), dtype=torch.uint8), "base/actor_score": torch.rand(a),
+            "base/actor_is_gt": torch.rand(a) < 0.5, "base/actor_track": torch.arange(a),
+            "base/object_box": torch.zeros(0, 4), "base/object_class": torch.zeros(0, dtype=torch.long)}
+    return Tables(video_names=["v"], kf_video=torch.zeros(n_kf, dtype=torch.long),
+                  kf_time=902.0 + torch.arange(n_kf, dtype=torch.float64), kf_actor_offset=off,
+                  kf_object_offset=torch.zeros(n_kf + 1, dtype=torch.long), data=data,
+                  actor_kf=torch.repeat_interleave(torch.arange(n_kf), torch.from_numpy(ac)),
+                  object_kf=torch.zeros(0, dtype=torch.long))
+
+
+def test_build_graph_data_keeps_exactly_the_selected_rows():
+    from pipelines.split_batches import build_graph_data
+
+    t = _tables(np.random.default_rng(1))
+    sel = t.data["base/actor_is_gt"].numpy()
+    assert 0 < sel.sum() < len(sel)
+    g = build_graph_data(t, backbones=["feat"], combine="mean", select=sel)
+    mask = torch.from_numpy(sel)
+    assert torch.equal(g.actor_feat, t.data["feat/actor_pooled"][mask])  # boolean indexing as the reference
+    for field, key in (("actor_box", "actor_box"), ("actor_labels", "actor_labels"), ("actor_score", "actor_score"),
+                       ("actor_track", "actor_track")):
+        assert torch.equal(getattr(g, field), t.data[f"base/{key}"][mask].to(getattr(g, field).dtype)), field
+    assert g.actor_row.tolist() == np.flatnonzero(sel).tolist()
+    counts = torch.bincount(t.actor_kf[mask], minlength=len(t.kf_time))
+    assert g.actor_offset.tolist() == [0] + torch.cumsum(counts, 0).tolist()
+
+
+def test_build_graph_data_of_every_row_shares_the_loaded_tensors():
+    """Selecting every actor copies nothing: the split's tensors are the loaded ones."""
+    from pipelines.split_batches import build_graph_data
+
+    t = _tables(np.random.default_rng(2))
+    g = build_graph_data(t, backbones=["feat"], combine="mean", select=np.ones(len(t.actor_kf), bool))
+    assert g.actor_feat.data_ptr() == t.data["feat/actor_pooled"].data_ptr()
+    assert torch.equal(g.actor_box, t.data["base/actor_box"])
