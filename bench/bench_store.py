@@ -83,7 +83,7 @@ def startup(path: str) -> float:
     import torch
 
     from pipelines.preflight import preflight_train
-    from pipelines.split_load import head_levels, load_split
+    from pipelines.split_load import head_levels, load_split, reads_objects
     from pipelines.train import TrainArgs
 
     t0 = time.perf_counter()
@@ -91,7 +91,8 @@ def startup(path: str) -> float:
                      progress=False)
     head = preflight_train(args)
     for _ in ("train", "val"):
-        load_split(path, boxes="gt", score_threshold=0.9, levels=head_levels(head), device=torch.device("cpu"))
+        load_split(path, boxes="gt", score_threshold=0.9, levels=head_levels(head), device=torch.device("cpu"),
+                   objects=reads_objects(head))
     return time.perf_counter() - t0
 
 

@@ -273,7 +273,7 @@ def heads_part(args, device) -> dict:
     from extract.synthetic import make_feature_store
     from extract.store import open_store
     from pipelines.split_batches import epoch_batches
-    from pipelines.split_load import backbone_groups, feature_dims, head_levels, load_split
+    from pipelines.split_load import backbone_groups, feature_dims, head_levels, load_split, reads_objects
     from pipelines.steps import LossContext, SplitContext, device_batch, make_optimizer, step_loss, train_epoch
 
     head_args = preset_head_args()
@@ -289,7 +289,8 @@ def heads_part(args, device) -> dict:
         torch.manual_seed(0)
         head = build_head(name, actor_dim=actor_dim, object_dim=object_dim,
                           num_classes=len(store.attrs["label_ids"]), **hargs).to(device).train()
-        _, _, g = load_split(str(tr), boxes="gt", score_threshold=0.9, levels=head_levels(head), device=device)
+        _, _, g = load_split(str(tr), boxes="gt", score_threshold=0.9, levels=head_levels(head), device=device,
+                             objects=reads_objects(head))
         opt = make_optimizer(head.parameters(), 3e-3, 0.0, device)
         radius = float(head.temporal_radius)
         split, loss_ctx = SplitContext(g, radius, device, amp=False), LossContext("bce", no_pose)

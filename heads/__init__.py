@@ -3,91 +3,58 @@
 `HEADS` maps a name to a factory taking flat keyword arguments. Every factory accepts
 `actor_dim`, `object_dim` and `num_classes`, plus the head's own keywords, and returns a `Head`
 (heads/protocol.py: the required forward and the optional capabilities, with `HeadBase` giving
-their defaults). Imports are done inside the factories so that one head's optional dependency
+their defaults). The factories are made from one table (`_BUILT_BY`: what each calls), which
+`head_callables` also reads to type `--head-arg` values by their signatures
+(pipelines/preflight.py). Imports are done on first use so that one head's optional dependency
 never breaks another.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 from .batch import HeadInput
 from .protocol import Attention, CapabilityError, Head, HeadBase
 
-__all__ = ["HEADS", "Attention", "CapabilityError", "Head", "HeadBase", "HeadInput", "build_head"]
+__all__ = ["HEADS", "Attention", "CapabilityError", "Head", "HeadBase", "HeadInput", "build_head", "head_callables"]
 
-
-def _linear(**kw) -> Head:
-    from .linear import LinearHead
-
-    return LinearHead(**kw)
-
-
-def _stage(**kw) -> Head:
-    from .stage import STAGEHead
-
-    return STAGEHead(**kw)
-
-
-def _acrn(**kw) -> Head:
-    from .acrn import ACRNHead
-
-    return ACRNHead(**kw)
-
-
-def _acar(**kw) -> Head:
-    from .acar import ACARHead
-
-    return ACARHead(**kw)
-
-
-def _acar_rn(**kw) -> Head:
-    from .acar import ACARHead
-
-    return ACARHead(**{"hr2o": "rn", **kw})
-
-
-def _igmn(**kw) -> Head:
-    from .igmn import IGMNHead
-
-    return IGMNHead(**kw)
-
-
-def _tonly(**kw) -> Head:
-    from .transformer import build_tonly
-
-    return build_tonly(**kw)
-
-
-def _sonly(**kw) -> Head:
-    from .transformer import build_sonly
-
-    return build_sonly(**kw)
-
-
-def _sto(**kw) -> Head:
-    from .sto import STOHead
-
-    return STOHead(**kw)
-
-
-def _lfb(**kw) -> Head:
-    from .lfb import LFBHead
-
-    return LFBHead(**kw)
-
-
-HEADS: dict[str, Callable[..., Head]] = {
-    "linear": _linear,
-    "stage": _stage,
-    "acrn": _acrn,
-    "acar": _acar,
-    "acar_rn": _acar_rn,
-    "igmn": _igmn,
-    "tonly": _tonly,
-    "sonly": _sonly,
-    "sto": _sto,
-    "lfb": _lfb,
+# name -> (module of `heads`, the callable its factory calls, keyword defaults the factory adds
+# (the caller's keywords win), and for a builder function that forwards **kw, the class it
+# forwards them to).
+_BUILT_BY: dict[str, tuple[str, str, dict, str | None]] = {
+    "linear": ("linear", "LinearHead", {}, None),
+    "stage": ("stage", "STAGEHead", {}, None),
+    "acrn": ("acrn", "ACRNHead", {}, None),
+    "acar": ("acar", "ACARHead", {}, None),
+    "acar_rn": ("acar", "ACARHead", {"hr2o": "rn"}, None),
+    "igmn": ("igmn", "IGMNHead", {}, None),
+    "tonly": ("transformer", "build_tonly", {}, "TransformerRelationHead"),
+    "sonly": ("transformer", "build_sonly", {}, "TransformerRelationHead"),
+    "sto": ("sto", "STOHead", {}, None),
+    "lfb": ("lfb", "LFBHead", {}, None),
 }
+
+
+def head_callables(name: str) -> list[Callable]:
+    """What the factory of the built-in head `name` calls, imported: the callable, then the class a
+    builder forwards **kw to (if any). KeyError for a name not built in (e.g. registered in HEADS
+    at run time)."""
+    module, fn, _, forwards = _BUILT_BY[name]
+    mod = importlib.import_module(f"{__name__}.{module}")
+    return [getattr(mod, fn)] + ([getattr(mod, forwards)] if forwards else [])
+
+
+def _factory(name: str) -> Callable[..., Head]:
+    defaults = _BUILT_BY[name][2]
+
+    def build(**kw) -> Head:
+        return head_callables(name)[0](**{**defaults, **kw})
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    return build
+
+
+HEADS: dict[str, Callable[..., Head]] = {name: _factory(name) for name in _BUILT_BY}
 
 
 def build_head(name: str, **kwargs) -> Head:

@@ -8,6 +8,7 @@ from pathlib import Path
 from core.boxes import check_box_set
 from pipelines import losses
 from pipelines.run_dir import load_run_split, load_trained, write_predictions_csv
+from pipelines.split_load import reads_objects
 from pipelines.run_eval import detections, run_head
 from pipelines.steps import SplitContext, resolve_device
 
@@ -42,7 +43,7 @@ def predict(args: PredictArgs) -> Path:
     else:
         head, cfg = load_trained(args.run_dir, device, args.checkpoint)
     _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device,
-                                 role="predict")
+                                  objects=reads_objects(head), role="predict")
     split = SplitContext(g, float(cfg["temporal_radius"]), device, amp=True, tables=tables)
     rows, logits = run_head(head, split, batch_size=args.batch_size, progress=True)
     pose_cols = losses.pose_columns(cfg["label_ids"], cfg["pose_ids"])

@@ -12,7 +12,6 @@ strictly: true/false/yes/no/1/0), and unknown keys are refused with the valid on
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -42,21 +41,6 @@ class RunExistsError(UserError, FileExistsError):
 # what a refused run checkpoint's message ends with: the project's own hold only tensors and plain values
 RUN_CHECKPOINT_HINT = "train-head checkpoints hold only tensors and plain values, so this one was not written by it"
 
-# Head name -> the callable its `heads.HEADS` factory builds (module in `heads`, name), and for a
-# builder that forwards **kw, the class it forwards to. tests/pipelines/test_preflight.py checks
-# that every head of HEADS is here and builds an instance of what is listed.
-HEAD_CALLABLES: dict[str, tuple[str, str] | tuple[str, str, str]] = {
-    "linear": ("linear", "LinearHead"),
-    "stage": ("stage", "STAGEHead"),
-    "acrn": ("acrn", "ACRNHead"),
-    "acar": ("acar", "ACARHead"),
-    "acar_rn": ("acar", "ACARHead"),
-    "igmn": ("igmn", "IGMNHead"),
-    "tonly": ("transformer", "build_tonly", "TransformerRelationHead"),
-    "sonly": ("transformer", "build_sonly", "TransformerRelationHead"),
-    "sto": ("sto", "STOHead"),
-    "lfb": ("lfb", "LFBHead"),
-}
 # set from the stores, never by the user; `tokens` is what distinguishes tonly from sonly
 _RESERVED = {"actor_dim", "object_dim", "num_classes", "tokens"}
 _TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
@@ -72,20 +56,20 @@ def _keywords(fn) -> tuple[dict[str, inspect.Parameter], bool]:
 def head_parameters(head: str) -> dict[str, inspect.Parameter] | None:
     """The keywords `head` accepts (name -> parameter, annotation as written in the source); None
     for a head registered at run time whose factory only takes **kw (then nothing can be checked)."""
-    from heads import HEADS
+    from heads import HEADS, head_callables
 
     if head not in HEADS:
         raise HeadArgError(f"unknown head {head!r}; valid heads: {', '.join(sorted(HEADS))}")
     params, var_kw = _keywords(HEADS[head])
     if not var_kw:
         return params
-    if head not in HEAD_CALLABLES:
+    try:
+        callables = head_callables(head)
+    except KeyError:
         return None
-    module, *names = HEAD_CALLABLES[head]
-    mod = importlib.import_module(f"heads.{module}")
     params = {}
-    for name in names:  # a builder first, then the class it forwards **kw to
-        params = _keywords(getattr(mod, name))[0] | params
+    for fn in callables:  # a builder first, then the class it forwards **kw to (the builder's defaults win)
+        params = _keywords(fn)[0] | params
     return params
 
 

@@ -44,6 +44,12 @@ def head_levels(head) -> list[str]:
     return [LEVELS[r].array for r in sorted(head.requires) if r in LEVELS]
 
 
+def reads_objects(head) -> bool:
+    """Whether a head reads object features (declares "objects" in `head.requires`): `load_split`
+    leaves them unread otherwise (on AVA-sized stores the largest array by far)."""
+    return "objects" in head.requires
+
+
 def feature_dims(store, groups: Sequence[str], combine: str, num_object_classes: int = 0) -> tuple[int, int]:
     """(actor_dim, object_dim) of the tensors `load_split` builds from `groups`, read from the
     store's array shapes (the rules of `split_batches.build_graph_data`)."""
@@ -90,13 +96,16 @@ def check_finite(tables, path: str, role: str = "") -> None:
 
 def load_split(path: str, *, boxes: str, score_threshold: float, levels: Sequence[str], device: torch.device,
                backbones: Sequence[str] = (), combine: str = "mean", bank_group: str = "",
-               num_object_classes: int = 0, role: str = "") -> tuple:
-    """Open a store, load what the head needs (its `levels`, the `bank_group` of a bank head), check
-    that its float arrays are finite (`check_finite`; `role` names the store in the error), and
-    filter actors (`boxes`, `score_threshold`). Returns (store, tables, GraphData)."""
+               num_object_classes: int = 0, objects: bool = True, role: str = "") -> tuple:
+    """Open a store, load what the head needs (its `levels`, the `bank_group` of a bank head, the
+    object features only with `objects`, see `reads_objects`), check that its float arrays are
+    finite (`check_finite`; `role` names the store in the error), and filter actors (`boxes`,
+    `score_threshold`). Returns (store, tables, GraphData); without `objects` the objects keep their
+    boxes and classes, with 0-d features."""
     store = open_store(path)
     groups = backbone_groups(store, backbones)
-    select = {"base": None}  # None: every array of the group
+    # None: every array of the group
+    select = {"base": None if objects else [n for n in store.array_info("base") if n != "object_feature"]}
     for g in groups:
         select[g] = ["actor_pooled"] + [lv for lv in levels if lv in store.array_info(g)]
     if "tracks" in store.groups:
@@ -123,7 +132,7 @@ def load_split(path: str, *, boxes: str, score_threshold: float, levels: Sequenc
         select=sel,
         levels=frozenset(levels),
         track_array="tracks/actor_track" if "tracks" in store.groups else "base/actor_track",
-        num_object_classes=num_object_classes,
+        num_object_classes=num_object_classes if objects else 0,
         device=data_device,
     )
     if bank_group:

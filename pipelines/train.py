@@ -26,7 +26,8 @@ from pipelines.preflight import preflight_train
 from pipelines.run_dir import RunDir
 from pipelines.run_eval import EvalContext, default_eval_ids, eval_groups, evaluate_head, gt_for_eval
 from pipelines.split_batches import SAMPLINGS, epoch_batches
-from pipelines.split_load import head_levels, load_split, object_class_count, store_label_ids
+from pipelines.split_load import (backbone_groups, feature_dims, head_levels, load_split, object_class_count,
+                                  reads_objects, store_label_ids)
 from pipelines.steps import LossContext, SplitContext, make_optimizer, resolve_device, seed_everything, train_epoch
 
 # Learning rates of the papers, for their reference features (SlowFast-like unless noted).
@@ -105,7 +106,7 @@ def train(args: TrainArgs) -> dict:
     levels, radius = head_levels(head), float(head.temporal_radius)
     n_obj_cls = object_class_count(args.train_store, args.val_store)
     how = dict(levels=levels, device=device, backbones=args.backbones, combine=args.combine,
-               bank_group=args.bank_group, num_object_classes=n_obj_cls)
+               bank_group=args.bank_group, num_object_classes=n_obj_cls, objects=reads_objects(head))
     train_store, train_tables, train_g = load_split(
         args.train_store, boxes=args.train_boxes, score_threshold=args.train_score_threshold, role="train", **how)
     val_store, val_tables, val_g = load_split(
@@ -119,8 +120,11 @@ def train(args: TrainArgs) -> dict:
                      batch_size=max(args.batch_size, 64))
     groups = eval_groups(val_store, label_ids)
 
+    # The dims the head was built with (preflight): the loaded object features are 0-d for a head
+    # that does not read them.
+    actor_dim, object_dim = feature_dims(train_store, backbone_groups(train_store, args.backbones), args.combine, n_obj_cls)
     config = asdict(args) | {"lr": args.lr, "label_ids": label_ids, "eval_label_ids": eval_ids,
-                             "actor_dim": train_g.actor_feat.shape[1], "object_dim": train_g.object_feat.shape[1],
+                             "actor_dim": actor_dim, "object_dim": object_dim,
                              "temporal_radius": radius, "levels": levels,
                              "num_object_classes": n_obj_cls}
     resuming = args.resume and out.last.exists()

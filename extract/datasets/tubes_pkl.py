@@ -159,6 +159,17 @@ def parse_split(name: str) -> tuple[str, int]:
     return m.group(1), int(m.group(2))
 
 
+def split_name(split: str, side: str | None) -> str:
+    """The store split name from `--split` and `--side`: "1" with side "train" -> "train1"; a full
+    name ("test2") as given (then `side` is not needed). Refuses anything `parse_split` does not read."""
+    if split.isdigit():
+        if side is None:
+            raise TubeFormatError(f"split {split} needs a side: train or test (e.g. --side train)")
+        split = f"{side}{split}"
+    parse_split(split)
+    return split
+
+
 def frame_timestamp(frame, fps: float):
     """Frame number(s) (1-based) -> seconds; inverse of `timestamp_frame`."""
     return (np.asarray(frame, dtype=np.float64) - 1.0) / fps

@@ -30,7 +30,8 @@ from core.atomic import atomic_open, atomic_path
 from core.timekeys import timestamp_key
 
 from extract.datasets.tube_boxes import keyframe_times
-from extract.datasets.tubes_pkl import TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle
+from extract.datasets.tubes_pkl import (TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle,
+                                        split_name)
 from extract.errors import UserError
 from extract.formats.csv_table import AvaFormatError
 
@@ -130,11 +131,7 @@ class DetectionsArgs:
             if self.keyframes is not None or self.timestamps is not None or self.kinetics_names:
                 raise ValueError(f"dataset {self.dataset} takes its keyframes from annotations: "
                                  "no keyframes, timestamps or kinetics_names")
-            if self.split.isdigit():
-                if self.side is None:
-                    raise ValueError("split N needs side train|test")
-                self.split = f"{self.side}{self.split}"
-            parse_split(self.split)
+            self.split = split_name(self.split, self.side)
             if self.frame_stride is not None and self.frame_stride < 1:
                 raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
         elif any(x is not None for x in (self.annotations, self.split, self.side, self.frame_stride)):

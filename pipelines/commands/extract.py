@@ -139,6 +139,7 @@ def extract_cli():
 def features_cmd(**kw):
     """Backbone RoI features of every actor box into the feature store (resumable, sharded)."""
     from extract.datasets import TUBE_DATASETS
+    from extract.datasets.tubes_pkl import split_name
     from extract.features import ExtractArgs, run_extract
 
 
@@ -146,10 +147,9 @@ def features_cmd(**kw):
     if tube is not None:  # JHMDB-21 / UCF101-24 (extract/datasets/tubes_pkl.py)
         if kw["annotations"] is None:
             raise click.UsageError(f"--dataset {kw['dataset']} needs --annotations <GT pickle>")
-        if kw["split"].isdigit():
-            if side is None:
-                raise click.UsageError("--split N needs --side train|test")
-            kw["split"] = f"{side}{kw['split']}"
+        if kw["split"].isdigit() and side is None:  # an option missing: click's usage error (exit 2)
+            raise click.UsageError("--split N needs --side train|test")
+        kw["split"] = split_name(kw["split"], side)  # a bad name: TubeFormatError, one line (exit 1)
         kw["fps"] = tube.fps if kw["fps"] is None else kw["fps"]
     else:
         if kw["label_map"] is None:

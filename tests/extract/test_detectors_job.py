@@ -100,7 +100,7 @@ def test_command_and_validation(data):
         DetectionsArgs(video_dir=vd, out_dir="y", dataset="jhmdb", split="train1")
     with pytest.raises(ValueError, match="no keyframes, timestamps"):
         DetectionsArgs(video_dir=vd, out_dir="y", dataset="ucf24", annotations=pkl, split="test1", timestamps="1:2")
-    with pytest.raises(ValueError, match="split N needs side"):
+    with pytest.raises(ValueError, match="split 2 needs a side: train or test"):
         DetectionsArgs(video_dir=vd, out_dir="y", dataset="jhmdb", annotations=pkl, split="2")
     with pytest.raises(ValueError, match="are for dataset jhmdb / ucf24"):
         DetectionsArgs(video_dir=vd, out_dir="y", timestamps="1:2", split="train1")

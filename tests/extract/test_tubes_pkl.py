@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from extract.datasets.tubes_pkl import (
     TUBE_DATASETS, TubeFormatError, find_tube_videos, frame_timestamp, parse_split, read_tube_pickle,
-    timestamp_frame, to_annotations, tube_inputs,
+    split_name, timestamp_frame, to_annotations, tube_inputs,
 )
 from extract.safe_pickle import UnsafePickleError
 from extract.synthetic.tubes import write_py2_pickle
@@ -82,6 +82,11 @@ def test_timestamps_round_trip():
     assert parse_split("test2") == ("test", 2)
     with pytest.raises(TubeFormatError, match="train<N>"):
         parse_split("val")
+    assert split_name("2", "test") == "test2" and split_name("train1", None) == split_name("train1", "test") == "train1"
+    with pytest.raises(TubeFormatError, match="split 3 needs a side"):
+        split_name("3", None)
+    with pytest.raises(TubeFormatError, match="train<N>"):
+        split_name("1", "val")
 
 
 def test_tube_inputs_and_video_lookup(pkl, tmp_path):

@@ -93,3 +93,34 @@ def test_a_nonfinite_object_feature_names_its_keyframe(tmp_path):
     msg = str(e.value)
     assert msg.startswith(f"val store {open_store(path).path}: group base, array object_feature: 1 row(s) with NaN/Inf")
     assert f"(first: row {where['row']}, video {video_name(1)}, timestamp {where['stamp']:g})" in msg
+
+
+def test_a_head_without_objects_does_not_load_object_features(tmp_path):
+    """objects=False leaves base/object_feature unread (so its NaN/Inf do not matter either); the
+    objects keep their boxes and classes, with 0-d features."""
+    path = str(tmp_path / "noobj.zarr")
+
+    def arrays_of(v, va):
+        base = dict(va["base"])
+        base["object_feature"] = np.full_like(base["object_feature"], np.nan)
+        return {"base": base, "a": {"actor_pooled": va["pooled"]}}
+
+    _write(path, 2, ["a"], arrays_of)
+    with pytest.raises(NonFiniteError, match="array object_feature"):
+        load_split(path, boxes="gt", score_threshold=0.0, levels=[], device=CPU)
+    _, tables, g = load_split(path, boxes="gt", score_threshold=0.0, levels=[], device=CPU, objects=False,
+                              num_object_classes=len(OBJECT_CLASSES))
+    assert "base/object_feature" not in tables.data and "base/object_box" in tables.data
+    assert g.object_feat.shape == (len(tables.data["base/object_box"]), 0)
+    assert torch.equal(g.object_box, tables.data["base/object_box"].float())
+    st = open_store(path)
+    assert feature_dims(st, backbone_groups(st, []), "mean") == (8, 4)  # what a head is built with
+
+
+def test_reads_objects_follows_the_declared_requires():
+    from heads import build_head
+    from pipelines.split_load import reads_objects
+
+    assert reads_objects(build_head("stage", actor_dim=8, object_dim=8, num_classes=2))
+    assert not reads_objects(build_head("stage", actor_dim=8, object_dim=8, num_classes=2, use_objects=False))
+    assert not reads_objects(build_head("linear", actor_dim=8, object_dim=8, num_classes=2))

@@ -110,3 +110,20 @@ def test_cpu_bf16_autocast_trains_close_to_float32(stores, tmp_path):
     lb = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[0])["train_loss"]
     assert la != lb and abs(la - lb) < 0.05 * la  # bfloat16 matmuls ran, and trained the same model
     assert np.isfinite(a["best_val_map"]) and np.isfinite(b["best_val_map"])
+
+
+def test_a_head_without_objects_records_the_dims_it_was_built_with(stores, tmp_path):
+    """linear reads no object features (they are not loaded), yet its config holds the store's
+    object dim, as the head was built with it, so the run resumes and reloads as before."""
+    from extract.store import open_store
+    from pipelines.run_dir import load_trained
+    from pipelines.split_load import backbone_groups, feature_dims
+
+    lin = dict(head="linear", head_args={})
+    train(_args(stores, tmp_path / "lin", epochs=1, **lin))
+    cfg = json.loads((tmp_path / "lin" / "config.json").read_text())
+    st = open_store(stores[0])
+    assert (cfg["actor_dim"], cfg["object_dim"]) == feature_dims(st, backbone_groups(st, []), "mean")
+    assert cfg["object_dim"] > 0
+    train(_args(stores, tmp_path / "lin", epochs=2, resume=True, **lin))
+    load_trained(str(tmp_path / "lin"), torch.device("cpu"))
