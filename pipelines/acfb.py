@@ -27,8 +27,8 @@ import torch
 from core.boxes import check_box_set
 from extract.store import write_group
 from pipelines.run_dir import load_run_split, load_trained
-from pipelines.split_load import reads_objects
 from pipelines.run_eval import run_head
+from pipelines.split_load import reads_objects
 from pipelines.steps import SplitContext, resolve_device
 
 DEFAULT_GROUP = "acfb"

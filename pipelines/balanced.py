@@ -34,8 +34,8 @@ from heads import Head
 from pipelines import losses
 from pipelines.preflight import RunExistsError  # a UserError: one line from the CLI, no traceback
 from pipelines.run_dir import RunDir, load_run_split, load_trained
-from pipelines.split_load import reads_objects
 from pipelines.run_eval import EvalContext, eval_groups, evaluate_head, gt_for_eval
+from pipelines.split_load import reads_objects
 from pipelines.steps import LossContext, SplitContext, resolve_device, seed_everything, train_epoch
 
 DEFAULT_EPOCHS = 5  # the report gives no number

@@ -8,8 +8,8 @@ from pathlib import Path
 from core.boxes import check_box_set
 from pipelines import losses
 from pipelines.run_dir import load_run_split, load_trained, write_predictions_csv
-from pipelines.split_load import reads_objects
 from pipelines.run_eval import detections, run_head
+from pipelines.split_load import reads_objects
 from pipelines.steps import SplitContext, resolve_device
 
 

@@ -17,7 +17,6 @@ import json
 import math
 from pathlib import Path
 
-
 from extract.errors import UserError
 from extract.store import LEVEL_OF_ARRAY, open_store
 from pipelines.split_load import feature_dims, head_levels, object_class_count
@@ -289,7 +288,7 @@ def preflight_predict(run_dir: str, checkpoint: str, store_path: str) -> None:
         raise PreflightError(f"{run / 'config.json'}: not a train-head config ({type(e).__name__}: {e})") from None
     store = open_store(store_path)
     groups = _backbones(store, backbones, "predict")
-    used = _used_arrays(store, "predict", groups, levels, bank)
+    _used_arrays(store, "predict", groups, levels, bank)  # each exists and is complete
     got = _actor_dim(store, "predict", groups, combine)
     if got != actor_dim:
         raise PreflightError(f"predict store {store.path}: groups {groups} give {got}-d actor features "
