@@ -217,6 +217,13 @@ def predict_run_without_checkpoint(d):
             [str(d / "run" / "best.pt"), "finished train-head run"])
 
 
+def predict_nan_features(d):
+    _, _, run = _trained_run(d)
+    bad = write_store(d / "nan.zarr", split="val", videos=("vc",), nan_at=("vc", "actor_pooled", 1))
+    return (["predict", "--run", str(run), "--store", bad, "--out", str(d / "out" / "p.csv"), "--device", "cpu"],
+            ["predict store", bad, "group feat", "array actor_pooled", "video vc"])
+
+
 def predict_hostile_checkpoint(d):
     _, va, run = _trained_run(d)
     _hostile_checkpoint(run / "best.pt", d)
@@ -250,6 +257,7 @@ CASES = [
     train_into_an_existing_run,
     train_resume_hostile_checkpoint,
     predict_hostile_checkpoint,
+    predict_nan_features,
     predict_store_of_another_dim,
     predict_run_without_checkpoint,
 ]
