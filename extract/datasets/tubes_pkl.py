@@ -161,12 +161,14 @@ def parse_split(name: str) -> tuple[str, int]:
 
 def split_name(split: str, side: str | None) -> str:
     """The store split name from `--split` and `--side`: "1" with side "train" -> "train1"; a full
-    name ("test2") as given (then `side` is not needed). Refuses anything `parse_split` does not read."""
+    name ("test2") as given (`side`, if given, must agree). Refuses anything `parse_split` does not read."""
     if split.isdigit():
         if side is None:
             raise TubeFormatError(f"split {split} needs a side: train or test (e.g. --side train)")
         split = f"{side}{split}"
-    parse_split(split)
+    named = parse_split(split)[0]
+    if side is not None and named != side:
+        raise TubeFormatError(f"split {split} is a {named} split, but the side given is {side}")
     return split
 
 

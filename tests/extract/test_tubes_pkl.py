@@ -82,7 +82,9 @@ def test_timestamps_round_trip():
     assert parse_split("test2") == ("test", 2)
     with pytest.raises(TubeFormatError, match="train<N>"):
         parse_split("val")
-    assert split_name("2", "test") == "test2" and split_name("train1", None) == split_name("train1", "test") == "train1"
+    assert split_name("2", "test") == "test2" and split_name("train1", None) == split_name("train1", "train") == "train1"
+    with pytest.raises(TubeFormatError, match="split train1 is a train split, but the side given is test"):
+        split_name("train1", "test")
     with pytest.raises(TubeFormatError, match="split 3 needs a side"):
         split_name("3", None)
     with pytest.raises(TubeFormatError, match="train<N>"):
