@@ -260,16 +260,11 @@ def dense_attention(g: BlockGraph, wgt: Tensor) -> tuple[Tensor, Tensor]:
     """Blocked weights (P, H, n_max, n_max) of `g` -> dense (N, N) float32 mean over heads (on the
     CPU) and the connectivity (N, N) bool; row i = what node i receives from each node j."""
     n = g.node_index.shape[0]
-    table = torch.full((g.num_kf * g.n_max,), -1, dtype=torch.long, device=g.node_index.device)
-    table[g.node_index] = torch.arange(n, device=table.device)
-    table = table.view(g.num_kf, g.n_max)  # (K, n_max) node of each slot
+    slot = g.slot_node.cpu()  # (K, n_max) node of each slot; empty slots are never in the mask
+    pair, r, c = torch.nonzero(g.mask.cpu(), as_tuple=True)  # every edge, once (pairs are distinct)
+    rows, cols = slot[g.pair_tgt.cpu()[pair], r], slot[g.pair_src.cpu()[pair], c]
     dense = torch.zeros(n, n, dtype=torch.float32)
     connected = torch.zeros(n, n, dtype=torch.bool)
-    w = wgt.float().mean(1).cpu()  # (P, n_max, n_max)
-    for p in range(g.pair_tgt.shape[0]):
-        rows, cols = table[g.pair_tgt[p]].cpu(), table[g.pair_src[p]].cpu()
-        m = g.mask[p].cpu() & (rows[:, None] >= 0) & (cols[None, :] >= 0)
-        r, c = torch.nonzero(m, as_tuple=True)
-        dense[rows[r], cols[c]] = w[p][r, c]
-        connected[rows[r], cols[c]] = True
+    dense[rows, cols] = wgt.float().mean(1).cpu()[pair, r, c]  # (P, n_max, n_max) -> edges
+    connected[rows, cols] = True
     return dense, connected
