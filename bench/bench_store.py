@@ -9,11 +9,11 @@ tables), then in the same run times
       split (`preflight_train` of a linear head, then `load_split` twice), reported as
       start-up / (2 x load): 1.0 would mean the checks cost nothing beyond the two loads.
 Both are run warm (page cache filled by a first pass; dropping the cache needs root), alternating,
-best of --repeats. Reports raw_time / load_time (goal >= 0.5), writes bench/RESULTS_store.md and
-deletes the store.
+best of --repeats. Reports raw_time / load_time (goal >= 0.5) and deletes the store; with
+--results FILE it also writes the run as a BENCHMARKS.md section to FILE.
 
     python bench/bench_store.py                 # ~1.1 GB store under /tmp
-    python bench/bench_store.py --gb 0.2 --no-results
+    python bench/bench_store.py --gb 0.2 --results /tmp/store.md
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def main() -> None:
     ap.add_argument("--kf-per-video", type=int, default=900, help="keyframes per video (AVA: 897)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of each reader (best and median reported)")
     ap.add_argument("--keep", action="store_true", help="keep the store")
-    ap.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS_store.md")
+    ap.add_argument("--results", default=None, metavar="FILE",
+                    help="also write the run as a BENCHMARKS.md section to FILE")
     args = ap.parse_args()
     import torch
 
@@ -137,9 +138,13 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(args.path, ignore_errors=True)
-    if not args.no_results:
-        cmd = "python bench/bench_store.py " + " ".join(sys.argv[1:])
-        res = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS_store.md")
+    if args.results:
+        argv = sys.argv[1:]
+        if "--results" in argv:  # the section's reproduce line leaves out where it was written
+            i = argv.index("--results")
+            argv = argv[:i] + argv[i + 2:]
+        cmd = "python bench/bench_store.py " + " ".join(a for a in argv if not a.startswith("--results="))
+        res = args.results
         with open(res, "w") as f:
             f.write(f"""# Feature-store loading speed (`bench/bench_store.py`)
 

@@ -151,9 +151,11 @@ def stage_part(args, device) -> dict:
         split = SplitContext(g, radius, device, amp)
         loss_ctx = LossContext("bce", no_pose, cpu_bf16=args.cpu_bf16)
 
-        # FLOPs per keyframe with every keyframe computed once (whole videos, all queries).
-        x, qpos, target, _ = device_batch(split, queries[: 2 * args.keyframes])
-        floor = step_flops(ours, x, qpos, target) / (2 * args.keyframes)
+        # FLOPs per keyframe with every keyframe computed once (whole videos, all queries: two of them,
+        # or the one of --videos 1).
+        n_floor = min(2 * args.keyframes, g.num_keyframes)
+        x, qpos, target, _ = device_batch(split, queries[:n_floor])
+        floor = step_flops(ours, x, qpos, target) / n_floor
 
         def run_ours(batches):
             sync(device)
