@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -57,7 +58,6 @@ def main(argv=None):
                        proposals=str(ds / "annotations/train_proposals.csv"), out=str(work / "store.zarr"),
                        backbone=a.backbone, random_init=True, time_offset=900.0, batch_size=a.batch_size,
                        num_workers=a.num_workers, device=a.device, progress=False, **kw)
-    import shutil
     shutil.rmtree(work / "store.zarr", ignore_errors=True)
 
     # backbone alone: same weights, same clips (decoded beforehand), same boxes, same batches
@@ -110,6 +110,8 @@ def main(argv=None):
            "end_to_end_clips_per_s": round(e2e, 2), "forward_only_clips_per_s": round(fwd, 2),
            "ratio": round(e2e / fwd, 3)}
     print(json.dumps(res, indent=2))
+    if not a.workdir:  # a --workdir is kept (its videos are reused); the default temporary one is not
+        shutil.rmtree(work, ignore_errors=True)
     return res
 
 

@@ -272,14 +272,19 @@ def preset_head_args() -> dict[str, dict]:
 
 
 def heads_part(args, device) -> dict:
+    head_args = preset_head_args()
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        return _heads_on(Path(tmp), args, device, head_args)
+
+
+def _heads_on(tmp: Path, args, device, head_args: dict) -> dict:
+    """`heads_part` with its synthetic store written under `tmp`."""
     from extract.synthetic import make_feature_store
     from extract.store import open_store
     from pipelines.split_batches import epoch_batches
     from pipelines.split_load import backbone_groups, feature_dims, head_levels, load_split, reads_objects
     from pipelines.steps import LossContext, SplitContext, device_batch, make_optimizer, step_loss, train_epoch
 
-    head_args = preset_head_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     kw = dict(keyframes_per_video=30, actor_dim=64, object_dim=32, levels=("roi", "temporal", "context"))
     tr = make_feature_store(tmp / "train.zarr", split="train", seed=0, n_videos=args.head_videos, **kw)
     no_pose = torch.zeros(0, dtype=torch.long, device=device)

@@ -5,6 +5,7 @@ benchmark's own output (BENCHMARKS.md); this keeps the script from rotting betwe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,14 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_train.py"
 
 
 def test_bench_train_smallest_run(tmp_path):
-    out = tmp_path / "bench.json"
+    out, scratch = tmp_path / "bench.json", tmp_path / "tmp"
+    scratch.mkdir()
     subprocess.run([sys.executable, str(BENCH), "--part", "all", "--sizes", "synth", "--videos", "1",
                     "--keyframes", "12", "--batch-size", "6", "--steps", "1", "--rounds", "1",
                     "--val-keyframes", "0", "--head-videos", "2", "--heads", "linear,stage",
-                    "--json", str(out)], check=True, capture_output=True, text=True, timeout=300)
+                    "--json", str(out)], check=True, capture_output=True, text=True, timeout=300,
+                   env={**os.environ, "TMPDIR": str(scratch)})
+    assert not list(scratch.glob("bench_train_*"))  # its synthetic store is deleted (torch may cache there)
     res = json.loads(out.read_text())
     synth = res["stage"]["synth"]
     assert synth["ours_kf_s"] > 0 and synth["official_kf_s"] > 0
