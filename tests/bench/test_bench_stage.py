@@ -20,4 +20,3 @@ def _load():
 def test_ours_equals_the_naive_dense_implementation_on_query_actors():
     err = _load().check_equal(None)
     assert err < 1e-4
-
