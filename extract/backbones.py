@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from pytorchvideo.models.csn import create_csn
+from pytorchvideo.models.net import MultiPathWayWithFuse
 from pytorchvideo.models.resnet import create_resnet
 from pytorchvideo.models.slowfast import create_slowfast, create_slowfast_with_roi_head
 from pytorchvideo.models.vision_transformers import create_multiscale_vision_transformers
@@ -160,7 +161,7 @@ class NetBackbone(VideoBackbone):
         owner = trunk_owner if trunk_owner is not None else self.net
         self._blocks = list(owner.blocks[:n_trunk])
         last = self._blocks[-1]
-        if hasattr(last, "multipathway_blocks"):
+        if isinstance(last, MultiPathWayWithFuse):  # SlowFast: one width per pathway
             self.channels = [_last_norm_width(b) for b in last.multipathway_blocks]
         else:
             self.channels = [_last_norm_width(last)]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pytorchvideo.models.net import MultiPathWayWithFuse
+from pytorchvideo.models.net import DetectionBBoxNetwork, MultiPathWayWithFuse
 from pytorchvideo.models.resnet import ResStage
 from pytorchvideo.models.stem import ResNetBasicStem
 
@@ -144,7 +144,7 @@ def looks_like_pyslowfast(state: dict) -> bool:
 def _trunk_layout(net: nn.Module) -> tuple[str, list[int], bool]:
     """(key prefix, block index of s1..s5, multi-pathway?) of a pytorchvideo ResNet/SlowFast."""
     prefix, owner = "", net
-    if hasattr(net, "detection_head") and hasattr(net, "model"):
+    if isinstance(net, DetectionBBoxNetwork):  # the trunk under .model, the RoI head beside it
         prefix, owner = "model.", net.model
     stages = [i for i, b in enumerate(owner.blocks)
               if isinstance(b, (ResNetBasicStem, MultiPathWayWithFuse, ResStage))]

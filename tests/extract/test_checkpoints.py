@@ -24,8 +24,9 @@ def _bn(mod):
             "running_var": mod.running_var}
 
 
-def reference_entries(net):
-    """[(pyslowfast_key, caffe2_name, target tensor)] for a pytorchvideo SlowFast or ResNet."""
+def reference_entries(net, head=None):
+    """[(pyslowfast_key, caffe2_name, target tensor)] for a pytorchvideo SlowFast or ResNet (`head`:
+    the module whose `proj` is the classifier, when it is not the last block: the RoI head)."""
     from pytorchvideo.models.net import MultiPathWayWithFuse
     from pytorchvideo.models.resnet import ResStage
     from pytorchvideo.models.stem import ResNetBasicStem
@@ -59,7 +60,7 @@ def reference_entries(net):
             out.append((f"s{k}_fuse.conv_f2s.weight", f"{c2}_w", fuse.conv_fast_to_slow.weight))
             for n, v in _bn(fuse.norm).items():
                 out.append((f"s{k}_fuse.bn.{n}", f"{c2}_bn_{BN[n]}", v))
-    head = net.blocks[-1]
+    head = net.blocks[-1] if head is None else head
     out.append(("head.projection.weight", "pred_w", head.proj.weight))
     out.append(("head.projection.bias", "pred_b", head.proj.bias))
     return out
@@ -80,10 +81,15 @@ def _check_loaded(entries, values_by_index):
         torch.testing.assert_close(target.detach().float(), values_by_index[i].float())
 
 
-@pytest.mark.parametrize("name", ["slowfast_r50", "i3d_r50"])
+@pytest.mark.parametrize("name", ["slowfast_r50", "i3d_r50", "slowfast_r50_detection"])
 def test_pyslowfast_checkpoint(tmp_path, name):
     bb = _tiny(name)
-    entries = reference_entries(bb.net)
+    if name.endswith("_detection"):
+        # PySlowFast's AVA models: the trunk, then the RoI head's projection; pytorchvideo's detection
+        # model holds the trunk under `.model` and the RoI head beside it (`.detection_head`).
+        entries = reference_entries(bb.net.model, head=bb.net.detection_head)
+    else:
+        entries = reference_entries(bb.net)
     vals = _random_like(entries)
     path = tmp_path / "ckpt.pyth"
     torch.save({"epoch": 10, "model_state": vals, "optimizer_state": {}, "cfg": "TRAIN: ..."}, path)
