@@ -139,11 +139,8 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(args.path, ignore_errors=True)
     if args.results:
-        argv = sys.argv[1:]
-        if "--results" in argv:  # the section's reproduce line leaves out where it was written
-            i = argv.index("--results")
-            argv = argv[:i] + argv[i + 2:]
-        cmd = "python bench/bench_store.py " + " ".join(a for a in argv if not a.startswith("--results="))
+        cmd = (f"python bench/bench_store.py --gb {args.gb:g} --dim {args.dim} --actors-per-kf {args.actors_per_kf} "
+               f"--kf-per-video {args.kf_per_video} --repeats {args.repeats}")
         res = args.results
         with open(res, "w") as f:
             f.write(f"""# Feature-store loading speed (`bench/bench_store.py`)

@@ -28,7 +28,6 @@ from core.boxes import check_box_set
 from extract.store import write_group
 from pipelines.run_dir import load_run_split, load_trained
 from pipelines.run_eval import run_head
-from pipelines.split_load import reads_objects
 from pipelines.steps import SplitContext, resolve_device
 
 DEFAULT_GROUP = "acfb"
@@ -63,7 +62,7 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
         raise ValueError(f"run {run_dir} trained head {cfg['head']!r}, which has no first_order_maps; "
                          "the bank needs an ACAR head (train-head --head acar)")
     # The maps come from the head's first-order part only; a bank head's own bank is not needed.
-    st, _, g = load_run_split(run_dir, cfg, store, boxes, score_threshold, dev, bank=False, objects=reads_objects(head))
+    st, _, g = load_run_split(run_dir, cfg, store, boxes, score_threshold, dev, head=head, bank=False)
     if g.num_actors == 0:
         raise ValueError(f"store {store}: no actors selected with boxes={boxes}, score_threshold={score_threshold}")
     rows, maps = relation_maps(head, g, batch_size, dev, progress=progress)

@@ -35,7 +35,6 @@ from pipelines import losses
 from pipelines.preflight import RunExistsError  # a UserError: one line from the CLI, no traceback
 from pipelines.run_dir import RunDir, load_run_split, load_trained
 from pipelines.run_eval import EvalContext, eval_groups, evaluate_head, gt_for_eval
-from pipelines.split_load import reads_objects
 from pipelines.steps import LossContext, SplitContext, resolve_device, seed_everything, train_epoch
 
 DEFAULT_EPOCHS = 5  # the report gives no number
@@ -97,11 +96,9 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     seed_everything(seed)
     radius = float(cfg["temporal_radius"])
     _, train_tables, train_g = load_run_split(run, cfg, cfg["train_store"], cfg["train_boxes"],
-                                              cfg["train_score_threshold"], dev, objects=reads_objects(head),
-                                              role="train")
+                                              cfg["train_score_threshold"], dev, head=head, role="train")
     val_store, val_tables, val_g = load_run_split(run, cfg, cfg["val_store"], cfg["val_boxes"],
-                                                  cfg["val_score_threshold"], dev, objects=reads_objects(head),
-                                                  role="val")
+                                                  cfg["val_score_threshold"], dev, head=head, role="val")
     label_ids, eval_ids = cfg["label_ids"], cfg["eval_label_ids"]
     train_split = SplitContext(train_g, radius, dev, cfg["amp"], train_tables)
     val_split = SplitContext(val_g, radius, dev, cfg["amp"], val_tables)

@@ -9,7 +9,6 @@ from core.boxes import check_box_set
 from pipelines import losses
 from pipelines.run_dir import load_run_split, load_trained, write_predictions_csv
 from pipelines.run_eval import detections, run_head
-from pipelines.split_load import reads_objects
 from pipelines.steps import SplitContext, resolve_device
 
 
@@ -42,8 +41,8 @@ def predict(args: PredictArgs) -> Path:
         head, cfg = official_predictor(args.run_dir, args.store, device)
     else:
         head, cfg = load_trained(args.run_dir, device, args.checkpoint)
-    _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device,
-                                  objects=reads_objects(head), role="predict")
+    _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device, head=head,
+                                  role="predict")
     split = SplitContext(g, float(cfg["temporal_radius"]), device, amp=True, tables=tables)
     rows, logits = run_head(head, split, batch_size=args.batch_size, progress=True)
     pose_cols = losses.pose_columns(cfg["label_ids"], cfg["pose_ids"])

@@ -22,7 +22,7 @@ from extract.errors import UserError
 from extract.safe_pickle import torch_load
 from heads import build_head
 from pipelines.preflight import RUN_CHECKPOINT_HINT
-from pipelines.split_load import load_split, store_label_ids
+from pipelines.split_load import load_split, reads_objects, store_label_ids
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -138,16 +138,18 @@ def load_trained(run_dir: str | Path, device: torch.device, checkpoint: str = "b
     return head, cfg
 
 
-def load_run_split(run_dir, cfg: dict, path: str, boxes: str, threshold: float, device, *,
-                   bank: bool = True, objects: bool = True, role: str = "") -> tuple:
-    """A store loaded the way a trained run (its saved config `cfg`) reads it: its feature groups,
-    levels, object classes and, with `bank`, its bank group. The store must have the run's label
-    map. Returns (store, tables, GraphData) as `load_split` (`objects`: load object features, see
-    `split_load.reads_objects`; `role` names the store in its errors)."""
+def load_run_split(run_dir, cfg: dict, path: str, boxes: str, threshold: float, device, *, head,
+                   bank: bool = True, role: str = "") -> tuple:
+    """A store loaded the way a trained run (its saved config `cfg`, its `head`) reads it: its
+    feature groups, levels, object classes, object features if the head reads them
+    (`split_load.reads_objects`) and, with `bank`, its bank group. The store must have the run's
+    label map. Returns (store, tables, GraphData) as `load_split` (`role` names the store in its
+    errors)."""
     store, tables, g = load_split(path, boxes=boxes, score_threshold=threshold, levels=cfg["levels"], device=device,
                                   backbones=cfg["backbones"], combine=cfg["combine"],
                                   bank_group=cfg.get("bank_group", "") if bank else "",
-                                  num_object_classes=cfg.get("num_object_classes", 0), objects=objects, role=role)
+                                  num_object_classes=cfg.get("num_object_classes", 0), objects=reads_objects(head),
+                                  role=role)
     if store_label_ids(store) != cfg["label_ids"]:
         raise ValueError(f"store {path} has another label map than the run {run_dir}")
     return store, tables, g

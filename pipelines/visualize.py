@@ -254,11 +254,9 @@ def from_predictions(args: VisualizeArgs) -> tuple[np.ndarray, list[list[tuple[s
 def _keyframe_batch(args: VisualizeArgs, device):
     """The trained head, its config and the HeadInput of the asked keyframe (+ temporal context)."""
     from pipelines.run_dir import load_run_split, load_trained
-    from pipelines.split_load import reads_objects
 
     head, cfg = load_trained(args.run_dir, device)
-    store, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device,
-                                      objects=reads_objects(head))
+    store, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device, head=head)
     if args.video_name not in g.video_names:
         raise ValueError(f"store {args.store} has no video {args.video_name!r}")
     v = g.video_names.index(args.video_name)
