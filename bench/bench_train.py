@@ -18,9 +18,10 @@ Both: 2 layers, 4 heads, lr 6.25e-5, fp32 on CPU (float16 autocast on CUDA for o
 sizes: `official` (4 GT actors 1024-d, 25 objects 2048-d per keyframe, 80 classes) and `synth`
 (3 actors, 5 objects: `synth store --actor-dim 1024 --object-dim 2048`).
 
-FLOP ceiling: FLOPs of one forward + backward of STAGEHead counted by torch's FlopCounterMode on
-whole runs of consecutive keyframes, all of them queries (every keyframe computed once: the
-work's floor), per keyframe; divided into the matmul rate (best of 3 square 2048 matmuls in the
+FLOP ceiling: FLOPs of one forward + backward of STAGEHead at the model's widths
+(`align_widths=False`: the zero channels ours computes on count against ours) counted by torch's
+FlopCounterMode on whole runs of consecutive keyframes, all of them queries (every keyframe
+computed once: the work's floor), per keyframe; divided into the matmul rate (best of 3 square 2048 matmuls in the
 step's dtype, measured in every round between the timed runs; median over rounds) it gives the
 ceiling in keyframes/s; fraction = ours / ceiling. Padding, context keyframes (a block of 6 queries needs 2 more on each side) and the
 optimizer all count against ours.
@@ -143,6 +144,10 @@ def stage_part(args, device) -> dict:
                           num_heads=NUM_HEADS).to(device)
         off = OfficialStage(ACTOR_DIM, OBJECT_DIM, NUM_CLASSES, NUM_HEADS).to(device).train()
         opt_ours = make_optimizer(ours.parameters(), LR, 0.0, device)
+        # FLOPs are counted at the model's widths, not on ours' zero-padded ones.
+        counted = build_head("stage", actor_dim=ACTOR_DIM, object_dim=OBJECT_DIM, num_classes=NUM_CLASSES,
+                             num_heads=NUM_HEADS, align_widths=False).to(device)
+        counted.load_state_dict(ours.state_dict())
         opt_off = torch.optim.Adam(off.parameters(), lr=LR)
         items = official_items(g)
         queries = torch.arange(g.num_keyframes)
@@ -155,7 +160,7 @@ def stage_part(args, device) -> dict:
         # or the one of --videos 1).
         n_floor = min(2 * args.keyframes, g.num_keyframes)
         x, qpos, target, _ = device_batch(split, queries[:n_floor])
-        floor = step_flops(ours, x, qpos, target) / n_floor
+        floor = step_flops(counted, x, qpos, target) / n_floor
 
         def run_ours(batches):
             sync(device)
@@ -196,7 +201,7 @@ def stage_part(args, device) -> dict:
         rate = statistics.median(rates["matmul"])
         ceiling = rate / floor
         first = epoch_batches(queries, args.batch_size, args.sampling, 0, 0)[:3]  # a block may be cut short
-        per_step = sum(step_flops(ours, *device_batch(split, b)[:3]) for b in first) / sum(len(b) for b in first)
+        per_step = sum(step_flops(counted, *device_batch(split, b)[:3]) for b in first) / sum(len(b) for b in first)
         results[size] = r = {"actors": actors, "objects": objects, "ours_kf_s": med["ours"],
                              "official_kf_s": med["official"], "ratio": med["ours"] / med["official"],
                              "flop_per_kf_floor": floor, "flop_per_kf_ours": per_step, "matmul_flop_s": rate,

@@ -17,6 +17,12 @@ weights sum to 1, `sum_j W_ij h_j = W_k (sum_j W_ij f_j) + b_k`: the layer aggre
 the heads) and applies W_k to the receiving rows only (`STAGELayer._folds`: when that needs under
 half the multiply-adds; 20% fewer FLOPs per keyframe at the official size). Same outputs and
 gradients up to rounding (tests/heads/test_stage_pruned.py).
+With GAT attention (default variant) wide layers are computed on zero-padded widths: node rows carry
+d_f channels then zeros up to a multiple of 16, each head's features likewise (`aligned_width`,
+only where that adds at most 1/32 of the width: 1028 -> 1040, 4 heads of 257 -> 260); the weights
+are padded with zeros on the fly, so parameters, checkpoints and outputs keep the model's widths,
+and LayerNorm and the dropout draws run on the real channels (tests/heads/test_stage.py, WIDE).
+`align_widths=False` computes at the model's widths: the same outputs up to rounding.
 
 Choices where the paper is silent, and deviations (all deliberate):
 - Masked softmax. The paper's text computes attention "without any masking" (sec. 3.3) and Eq. 6
@@ -108,6 +114,31 @@ from .stage_official import from_official_state_dict, to_official_state_dict  # 
 
 FEATURE_EPS = 1e-4
 VARIANTS = ("default", "official")
+# GEMM widths are padded with zero channels to a multiple of ALIGN when that adds at most
+# 1/MAX_PAD_SHARE of the width: MKL's AVX2 single-precision kernels run a 1028-wide matmul (I3D's
+# 1024 + 4 box channels) ~1.4x slower per FLOP than a 1040-wide one (fc_h's forward and both
+# gradients on 2500 rows, 1 thread, torch 2.14), and tensor cores want multiples of 8 too.
+ALIGN, MAX_PAD_SHARE = 16, 32
+
+
+def aligned_width(width: int, multiple: int = 1) -> int:
+    """`width` rounded up to `multiple` times the smallest integer that makes it a multiple of ALIGN,
+    when that adds at most width / MAX_PAD_SHARE channels; else `width` (small widths: no padding).
+    `multiple`: the number of equal parts (heads) the width is made of, each padded alike."""
+    part = -(-width // multiple)
+    step = ALIGN // math.gcd(ALIGN, multiple)
+    padded = multiple * (-(-part // step) * step)
+    return padded if (padded - width) * MAX_PAD_SHARE <= width else width
+
+
+def pad_last(x: Tensor, to: int) -> Tensor:
+    """x (..., C) -> (..., to) with zeros after its C channels (x itself when C == to)."""
+    return x if x.shape[-1] == to else F.pad(x, (0, to - x.shape[-1]))
+
+
+def pad_rows(weight: Tensor, to: int) -> Tensor:
+    """A Linear's weight (out, in) -> (to, in): zero rows, so the extra outputs are 0 (bias padded by pad_last)."""
+    return weight if weight.shape[0] == to else F.pad(weight, (0, 0, 0, to - weight.shape[0]))
 
 
 class STAGELayer(nn.Module):
@@ -125,12 +156,20 @@ class STAGELayer(nn.Module):
         leaky_slope: float,
         head_dim: int | None = None,
         official: bool = False,
+        padded_dim: int | None = None,
+        padded_head_dim: int | None = None,
     ):
         super().__init__()
         self.dim, self.num_heads = dim, num_heads
         self.head_dim = dim // num_heads if head_dim is None else head_dim
         if self.head_dim < 1:
             raise ValueError(f"STAGE: feature dim {dim} too small for {num_heads} heads")
+        # Widths of the computation (parameters keep the model's): node rows carry d_f channels and
+        # zeros up to padded_dim, each GAT head's features zeros up to padded_head_dim (ALIGN above).
+        self.padded_dim = dim if padded_dim is None else padded_dim
+        self.padded_head_dim = self.head_dim if padded_head_dim is None else padded_head_dim
+        if (self.padded_dim, self.padded_head_dim) != (dim, self.head_dim) and (official or attention != "gat"):
+            raise ValueError("STAGE: padded widths are for the default variant's GAT attention only")
         self.attention, self.adjacency, self.proximity = attention, adjacency, proximity
         self.leaky_slope, self.official = leaky_slope, official
         hd = num_heads * self.head_dim
@@ -162,10 +201,11 @@ class STAGELayer(nn.Module):
 
     def forward(self, f: Tensor, centres: Tensor, g: BlockGraph, rows: Tensor | None = None,
                 record: list[Tensor] | None = None) -> Tensor:
-        """f (N, d_f) -> (N, d_f), or (len(rows), d_f) for the nodes `rows` only when given (computed
-        only for them after aggregation; their keyframes must be the graph's first `num_targets`).
-        `record`, when given, receives the blocked attention weights (P, H, n_max, n_max) (detached)."""
-        n, nh, dh = f.shape[0], self.num_heads, self.head_dim
+        """f (N, D) -> (N, D), or (len(rows), D) for the nodes `rows` only when given (computed only
+        for them after aggregation; their keyframes must be the graph's first `num_targets`);
+        D = `padded_dim`: d_f channels, then zeros. `record`, when given, receives the blocked
+        attention weights (P, H, n_max, n_max) (detached)."""
+        n, nh, dh, dhp = f.shape[0], self.num_heads, self.head_dim, self.padded_head_dim
         r, out_index = g.n_max, (g.node_index if rows is None else g.node_index[rows])
         if rows is not None and record is None and rows.numel():
             # Only the slots up to the last one `rows` occupy are computed (actors come first in a
@@ -177,19 +217,23 @@ class STAGELayer(nn.Module):
             fin = self.drop_in(f) if self.official else f
             # FC2(h_i || h_j) = a_1.h_i + a_2.h_j + b: one term per receiving and per sending node.
             cdt, acc = compute_dtype(f), acc_dtype(f.dtype)
-            w = self.attn_w.view(nh, 2, dh).to(cdt)
-            wt = self.fc_h.weight.to(cdt).view(nh, dh, -1)  # (H, d_h, d_f), cast once for its uses
+            # Zero-padded to the computation's widths (zero weights on the zero channels), cast once.
+            w = pad_last(self.attn_w.view(nh, 2, dh).to(cdt), dhp)  # (H, 2, d_hp)
+            wt = self.fc_h.weight.to(cdt).view(nh, dh, -1)  # (H, d_h, d_f)
+            if (self.padded_dim, dhp) != (self.dim, dh):
+                wt = F.pad(wt, (0, self.padded_dim - self.dim, 0, dhp - dh))  # (H, d_hp, D)
+            bias = None if self.fc_h.bias is None else pad_last(self.fc_h.bias.view(nh, dh), dhp)  # (H, d_hp)
             if fold:
                 # a_k.(W_k f + b_k) = (W_k^T a_k).f + a_k.b_k: the terms without h, one matmul.
                 u = torch.bmm(w, wt).transpose(0, 1).reshape(2 * nh, -1)
-                ub = (self.fc_h.bias.view(nh, 1, dh) * w).sum(-1).T.reshape(-1)
+                ub = (bias.view(nh, 1, dhp) * w).sum(-1).T.reshape(-1)
                 s = F.linear(fin, u, ub)
             else:
-                h = F.linear(fin, wt.view(nh * dh, -1), self.fc_h.bias)  # (N, H*d_h)
-                # Per head a_1.h_i and a_2.h_j as one matmul with the block-diagonal (H*d_h, 2H).
+                h = F.linear(fin, wt.view(nh * dhp, -1), None if bias is None else bias.reshape(-1))  # (N, H*d_hp)
+                # Per head a_1.h_i and a_2.h_j as one matmul with the block-diagonal (H*d_hp, 2H).
                 eye = torch.eye(nh, dtype=w.dtype, device=w.device)
-                s = h @ torch.einsum("hse,hk->hesk", w, eye).reshape(nh * dh, 2 * nh)
-                h = h.view(n, nh, dh)
+                s = h @ torch.einsum("hse,hk->hesk", w, eye).reshape(nh * dhp, 2 * nh)
+                h = h.view(n, nh, dhp)
             s = s.to(acc)
             s_tgt, s_src = s[:, :nh], s[:, nh:]  # (N, H) each
             if self.attn_b is not None:
@@ -199,7 +243,7 @@ class STAGELayer(nn.Module):
             e = F.leaky_relu(take(st, g.pair_tgt)[..., :, None] + take(ss, g.pair_src)[..., None, :],
                              self.leaky_slope)
             # Folded: aggregate f itself, shared by the heads (each head's W_k applied after).
-            vn = f.to(cdt) if fold else h.transpose(0, 1)  # (N, F) shared, or (H, N, d_h) per head
+            vn = f.to(cdt) if fold else h.transpose(0, 1)  # (N, D) shared, or (H, N, d_hp) per head
         else:
             q = g.to_padded(self.fc_q(f).view(n, nh, dh)).transpose(1, 2)[:, :, :r]  # (K, H, r, d_h)
             k = g.to_padded(self.fc_k(f).view(n, nh, dh)).transpose(1, 2)
@@ -230,7 +274,7 @@ class STAGELayer(nn.Module):
             # sum_j W_ij (W_k f_j + b_k) = W_k (sum_j W_ij f_j) + b_k: a row's weights sum to 1.
             # (H, d_h, d_f) x (H, d_f, R): W's gradient comes out in W's layout (no strided add).
             out = torch.bmm(wt.to(out.dtype), out.transpose(1, 2)).transpose(1, 2)
-            out = out + self.fc_h.bias.view(nh, 1, dh).to(out.dtype)  # (H, len(rows), d_h)
+            out = out + bias.view(nh, 1, dhp).to(out.dtype)  # (H, len(rows), d_hp)
         if rows is not None:
             f = take_rows(f, rows)
         if self.official:
@@ -238,8 +282,14 @@ class STAGELayer(nn.Module):
             # output, in head order (the same random draws as the official code under one seed).
             out = torch.cat([F.elu(self.drop(out[k])) for k in range(nh)], 1)  # (N, H*d_h)
             return self.norm(f + self.fc_out(out))
-        out = self.drop(F.elu(out)).transpose(0, 1).reshape(out.shape[1], nh * dh)  # (N, H*d_h)
-        return self.norm(f + self.fc_out(out))
+        # Dropout on the d_h real channels (the same draws as without padding), then zeros again.
+        out = self.drop(F.elu(out[..., :dh] if dhp > dh else out)).transpose(0, 1)  # (N, H, d_h)
+        out = pad_last(out, dhp).reshape(out.shape[0], nh * dhp)  # (N, H*d_hp)
+        if (self.padded_dim, dhp) == (self.dim, dh):
+            return self.norm(f + self.fc_out(out))
+        w_out = pad_last(self.fc_out.weight.view(self.dim, nh, dh), dhp).view(self.dim, nh * dhp)
+        y = f + F.linear(out, pad_rows(w_out, self.padded_dim), pad_last(self.fc_out.bias, self.padded_dim))
+        return pad_last(self.norm(y[:, : self.dim]), self.padded_dim)  # LayerNorm over the d_f channels
 
     def _folds(self, n: int, n_rows: int, g: BlockGraph, r: int) -> bool:
         """Whether to aggregate f and apply each head's FC1 after (the receiving rows' FC1 only)
@@ -281,6 +331,7 @@ class STAGEHead(HeadBase):
         box_features: bool = True,
         leaky_slope: float = 0.2,
         variant: str = "default",
+        align_widths: bool = True,
     ):
         super().__init__()
         if variant not in VARIANTS:
@@ -347,10 +398,15 @@ class STAGEHead(HeadBase):
             elif use_objects and do > da:
                 self.object_proj = nn.Linear(do, da)
             self.dim = min(da, do) if use_objects else da  # d_f
+        # The computation's widths (ALIGN): node rows padded with zero channels, each head likewise.
+        pad = align_widths and variant == "default" and attention == "gat"
+        self.padded_dim = aligned_width(self.dim) if pad else self.dim
+        heads_width = aligned_width(num_heads * (self.dim // num_heads), num_heads) if pad else None
         self.layers = nn.ModuleList(
             STAGELayer(self.dim, num_heads, dropout=dropout, attention=attention, adjacency=adjacency,
                        proximity=proximity, leaky_slope=leaky_slope, head_dim=head_dim,
-                       official=variant == "official")
+                       official=variant == "official", padded_dim=self.padded_dim,
+                       padded_head_dim=None if heads_width is None else heads_width // num_heads)
             for _ in range(num_layers)
         )
         self.classifier = nn.Linear(self.dim, num_classes)
@@ -362,12 +418,12 @@ class STAGEHead(HeadBase):
             raise ValueError(f"STAGE: object_feat must be (O, {self.object_dim}), got {tuple(x.object_feat.shape)}")
 
     def node_features(self, x: HeadInput) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Node features (N, d_f), box centres (N, 2), node keyframe (N,), is-actor (N,); actors first."""
+        """Node features (N, `padded_dim`): d_f channels then zeros; box centres (N, 2), node
+        keyframe (N,), is-actor (N,); actors first."""
         fa = x.actor_feat
         if self.box_features:
             fa = torch.cat((fa, box_geometry(x.actor_box).to(fa.dtype)), 1)  # (A, C_a + 4)
-        if self.actor_proj is not None:
-            fa = self.actor_proj(fa)
+        fa = self._project(self.actor_proj, fa)
         feats, boxes, kfs = [fa], [x.actor_box], [x.actor_kf]
         if self.use_objects:
             fo = x.object_feat
@@ -375,16 +431,24 @@ class STAGEHead(HeadBase):
                 fo = F.relu(self.object_reducer(fo))  # (O, C_a), models/model.py
             if self.box_features:
                 fo = torch.cat((fo, box_geometry(x.object_box).to(fo.dtype)), 1)  # (O, C_o + 4)
-            if self.object_proj is not None:
-                fo = self.object_proj(fo)
-            feats.append(fo.to(fa.dtype))
+            feats.append(self._project(self.object_proj, fo).to(fa.dtype))
             boxes.append(x.object_box)
             kfs.append(x.object_kf)
-        f = torch.cat(feats, 0)
+        f = torch.cat(feats, 0)  # (N, padded_dim)
         node_kf = torch.cat(kfs, 0).long()
         is_actor = torch.zeros(f.shape[0], dtype=torch.bool, device=f.device)
         is_actor[: x.num_actors] = True
         return f, box_centres(torch.cat(boxes, 0)), node_kf, is_actor
+
+    def _project(self, proj: nn.Linear | None, f: Tensor) -> Tensor:
+        """f (M, C) -> (M, padded_dim): `proj` (or none: C = d_f), zero channels after d_f."""
+        if proj is None:
+            return pad_last(f, self.padded_dim)
+        return F.linear(f, pad_rows(proj.weight, self.padded_dim), pad_last(proj.bias, self.padded_dim))
+
+    def _classify(self, f: Tensor) -> Tensor:
+        """(M, padded_dim) -> (M, num_classes); the zero channels meet zero weights."""
+        return F.linear(f, pad_last(self.classifier.weight, self.padded_dim), self.classifier.bias)
 
     def build_graph(self, x: HeadInput, node_kf: Tensor, is_actor: Tensor) -> BlockGraph:
         if self.variant == "official":
@@ -410,7 +474,7 @@ class STAGEHead(HeadBase):
         self._check(x)
         f, centres, node_kf, is_actor = self.node_features(x)
         if x.num_actors == 0:
-            return self.classifier(f[:0]), None  # (0, num_classes)
+            return self._classify(f[:0]), None  # (0, num_classes)
         if self.variant != "official" and record is None:
             return self._forward_pruned(x, f, centres, node_kf, is_actor), None
         g = self.build_graph(x, node_kf, is_actor)
@@ -418,7 +482,7 @@ class STAGEHead(HeadBase):
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1 and self.variant != "official"  # official: every node, every layer
             f = layer(f, centres, g, rows=actors if last else None, record=record)
-        return self.classifier(f[: x.num_actors]), g  # (A, num_classes)
+        return self._classify(f[: x.num_actors]), g  # (A, num_classes)
 
     def _forward_pruned(self, x: HeadInput, f: Tensor, centres: Tensor, node_kf: Tensor, is_actor: Tensor) -> Tensor:
         """The logits of the query actors (`x.is_query`; other rows are zeros, heads/batch.py), each
@@ -428,7 +492,7 @@ class STAGEHead(HeadBase):
         computation on those rows (tests/heads/test_stage_pruned.py); training draws dropout masks for
         the computed rows only."""
         if not bool(x.is_query.any()):
-            return self.classifier(f[:0]).new_zeros((x.num_actors, self.num_classes))
+            return self._classify(f[:0]).new_zeros((x.num_actors, self.num_classes))
         tgt, src = link_keyframes(x.kf_video, x.kf_time, self.link_radius)
         is_query = torch.zeros_like(is_actor)
         is_query[: x.num_actors] = x.is_query
@@ -446,5 +510,5 @@ class STAGEHead(HeadBase):
             rows = torch.nonzero(keep).flatten()
             f = layer(f, take(centres, nodes), g, rows=rows)
             nodes = nodes[rows]
-        logits = self.classifier(f)  # (A_q, num_classes); nodes are the query actors
+        logits = self._classify(f)  # (A_q, num_classes); nodes are the query actors
         return logits.new_zeros((x.num_actors, self.num_classes)).index_copy(0, nodes, logits)

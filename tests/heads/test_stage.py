@@ -16,7 +16,7 @@ from heads.stage import FEATURE_EPS, STAGEHead
 CA, CO, NC = 7, 5, 3  # actor dim, object dim, classes
 
 
-def make_input(kfs, *, seed=0, dtype=torch.float64) -> HeadInput:
+def make_input(kfs, *, seed=0, dtype=torch.float64, actor_dim=CA, object_dim=CO) -> HeadInput:
     """kfs: list of (video, time, n_actors, n_objects)."""
     g = torch.Generator().manual_seed(seed)
     kf_video = torch.tensor([k[0] for k in kfs])
@@ -32,9 +32,9 @@ def make_input(kfs, *, seed=0, dtype=torch.float64) -> HeadInput:
     a, o = actor_kf.numel(), object_kf.numel()
     return HeadInput(
         kf_video=kf_video, kf_time=kf_time,
-        actor_feat=torch.randn(a, CA, generator=g, dtype=dtype), actor_box=boxes(a), actor_kf=actor_kf,
+        actor_feat=torch.randn(a, actor_dim, generator=g, dtype=dtype), actor_box=boxes(a), actor_kf=actor_kf,
         is_query=torch.ones(a, dtype=torch.bool),
-        object_feat=torch.randn(o, CO, generator=g, dtype=dtype), object_box=boxes(o), object_kf=object_kf,
+        object_feat=torch.randn(o, object_dim, generator=g, dtype=dtype), object_box=boxes(o), object_kf=object_kf,
         object_class=torch.zeros(o, dtype=torch.long),
     )
 
@@ -43,9 +43,14 @@ def make_input(kfs, *, seed=0, dtype=torch.float64) -> HeadInput:
 KFS = [(0, 0, 2, 2), (0, 1, 1, 3), (1, 1, 2, 1), (0, 2, 2, 0), (0, 3, 1, 2), (0, 10, 2, 2)]
 
 
-def build(**kw) -> STAGEHead:
+def build(*, actor_dim=CA, object_dim=CO, **kw) -> STAGEHead:
     torch.manual_seed(0)
-    return STAGEHead(CA, CO, NC, **kw).double().eval()
+    return STAGEHead(actor_dim, object_dim, NC, **kw).double().eval()
+
+
+# Wide enough for the computation's zero padding (heads/stage.py, ALIGN): d_f = 501 + 4 = 505,
+# computed 512 wide; the object projection's outputs likewise.
+WIDE = {"actor_dim": 501, "object_dim": 700}
 
 
 # ---------------------------------------------------------------- loop reference (paper equations)
@@ -148,6 +153,43 @@ def test_matches_loop_reference(kw):
     head = build(**kw)
     ref_kw = {k: v for k, v in kw.items() if k not in ("num_heads", "num_layers")}
     assert_close(head(x), reference(head, x, **ref_kw))
+
+
+@pytest.mark.parametrize("kw, head_width", [({}, 256), ({"num_heads": 4}, 128), ({"num_heads": 3}, 168),
+                                            ({"adjacency": "feature"}, 256), ({"attention": "dot"}, 252)],
+                         ids=["default", "num_heads=4", "num_heads=3", "adjacency=feature", "attention=dot"])
+def test_padded_widths_match_loop_reference(kw, head_width):
+    """Computed on zero-padded widths (GAT only; 3 heads of 168 would need 176 each, over the
+    padding's bound): the paper's values and the parameters' gradients, the parameters unpadded."""
+    head = build(**WIDE, **kw)
+    assert head.dim == 505 and head.padded_dim == (505 if kw.get("attention") == "dot" else 512)
+    assert head.layers[0].padded_head_dim == head_width
+    assert head.object_proj.weight.shape == (505, 704) and head.layers[0].fc_out.weight.shape[0] == 505
+    x = make_input(KFS, **WIDE)
+    ref_kw = {k: v for k, v in kw.items() if k != "num_heads"}
+    out, want = head(x), reference(head, x, **ref_kw)
+    assert_close(out, want)
+    grads = torch.autograd.grad(out.square().sum(), list(head.parameters()))
+    for p, g, w in zip(head.parameters(), grads, torch.autograd.grad(want.square().sum(), list(head.parameters()))):
+        assert g.shape == p.shape
+        assert_close(g, w)
+
+
+def test_padded_widths_train_like_the_model_widths():
+    """In training, the padded computation draws the same dropout masks as the unpadded one
+    (`align_widths=False`): the same outputs and gradients under one seed."""
+    x = make_input(KFS, **WIDE)
+    outs = []
+    for align in (True, False):
+        head = build(**WIDE, align_widths=align).train()
+        assert head.padded_dim == (512 if align else 505)
+        torch.manual_seed(3)
+        out = head(x)
+        outs.append((out, torch.autograd.grad(out.square().sum(), list(head.parameters()))))
+    (a, ga), (b, gb) = outs
+    assert_close(a, b)
+    for u, v in zip(ga, gb):
+        assert_close(u, v)
 
 
 def test_projection_side_and_dims():

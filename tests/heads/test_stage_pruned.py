@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from heads.batch import HeadInput
 from heads.graph_ops import target_first_graph
-from tests.heads.test_stage import VARIANTS, build, make_input, reference
+from tests.heads.test_stage import VARIANTS, WIDE, build, make_input, reference
 
 # Video 0 at t = 0..6 (two links away from t = 3 on each side), video 1 at t = 1, 2.
 KFS = [(0, t, 2, 2) for t in range(7)] + [(1, 1, 1, 1), (1, 2, 2, 0)]
@@ -24,13 +24,14 @@ def with_queries(x: HeadInput, rows: list[int]) -> HeadInput:
     return HeadInput(**{**vars(x), "is_query": is_query})
 
 
-@pytest.mark.parametrize("kw", VARIANTS + [{"num_layers": 3}, {"num_layers": 1}],
+@pytest.mark.parametrize("kw", VARIANTS + [{"num_layers": 3}, {"num_layers": 1}, WIDE],
                          ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
 def test_query_actors_match_the_reference_and_the_whole_graph(kw):
     head = build(**kw)
-    ref_kw = {k: v for k, v in kw.items() if k not in ("num_heads", "num_layers")}
+    dims = {k: v for k, v in kw.items() if k in WIDE}  # WIDE: computed on zero-padded widths
+    ref_kw = {k: v for k, v in kw.items() if k not in ("num_heads", "num_layers", *WIDE)}
     for rows in QUERIES:
-        x = with_queries(make_input(KFS), rows)
+        x = with_queries(make_input(KFS, **dims), rows)
         out = head(x)
         assert out.shape == (x.num_actors, 3)
         assert_close(out[rows], reference(head, x, **ref_kw)[rows])
@@ -61,12 +62,12 @@ def test_no_query_actor_gives_zeros_and_context_beyond_the_radius_is_dropped():
 
 
 @pytest.mark.parametrize("kw", [{}, {"proximity": False}, {"num_heads": 3}, {"attention": "dot"},
-                                {"adjacency": "feature"}], ids=lambda kw: ",".join(kw) or "default")
+                                {"adjacency": "feature"}, WIDE], ids=lambda kw: ",".join(kw) or "default")
 def test_a_layer_computing_few_rows_equals_the_whole_layer_on_them(kw):
     """With few receiving rows the GAT layer aggregates f and applies each head's FC1 after (the
     fold, `_folds`): the same rows as the whole layer, values and gradients."""
     head = build(**kw)
-    x = make_input(KFS)
+    x = make_input(KFS, **{k: v for k, v in kw.items() if k in WIDE})
     f, centres, node_kf, is_actor = head.node_features(x)
     whole_graph = head.build_graph(x, node_kf, is_actor)
     rows = torch.tensor([0, 6, 12])  # the first actor of keyframes 0, 3 and 6: slot 0 (r = 1)
