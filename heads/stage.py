@@ -115,9 +115,10 @@ from .stage_official import from_official_state_dict, to_official_state_dict  # 
 FEATURE_EPS = 1e-4
 VARIANTS = ("default", "official")
 # GEMM widths are padded with zero channels to a multiple of ALIGN when that adds at most
-# 1/MAX_PAD_SHARE of the width: MKL's AVX2 single-precision kernels run a 1028-wide matmul (I3D's
-# 1024 + 4 box channels) ~1.4x slower per FLOP than a 1040-wide one (fc_h's forward and both
-# gradients on 2500 rows, 1 thread, torch 2.14), and tensor cores want multiples of 8 too.
+# 1/MAX_PAD_SHARE of the width: MKL's AVX2 single-precision kernels ran a 1028-wide matmul (I3D's
+# 1024 + 4 box channels) 1.07-1.5x slower per FLOP than a 1040-wide one (fc_h's forward and both
+# gradients on 2500 rows, 1 thread, torch 2.14, an AMD EPYC; the higher figure on a loaded
+# machine; BENCHMARKS.md, fifth pass), and tensor cores want multiples of 8 too.
 ALIGN, MAX_PAD_SHARE = 16, 32
 
 
@@ -272,7 +273,7 @@ class STAGELayer(nn.Module):
         out = out.reshape(nh, -1, out.shape[-1]).index_select(1, out_index)  # (H, N or len(rows), F)
         if fold:
             # sum_j W_ij (W_k f_j + b_k) = W_k (sum_j W_ij f_j) + b_k: a row's weights sum to 1.
-            # (H, d_h, d_f) x (H, d_f, R): W's gradient comes out in W's layout (no strided add).
+            # (H, d_hp, D) x (H, D, R): W's gradient comes out in W's layout (no strided add).
             out = torch.bmm(wt.to(out.dtype), out.transpose(1, 2)).transpose(1, 2)
             out = out + bias.view(nh, 1, dhp).to(out.dtype)  # (H, len(rows), d_hp)
         if rows is not None:
