@@ -140,13 +140,12 @@ def stage_part(args, device) -> dict:
         actors, objects = SIZES[size]
         g = make_graph(args.videos, args.keyframes, actors, objects, device)
         torch.manual_seed(0)
-        ours = build_head("stage", actor_dim=ACTOR_DIM, object_dim=OBJECT_DIM, num_classes=NUM_CLASSES,
-                          num_heads=NUM_HEADS).to(device)
+        stage_args = dict(actor_dim=ACTOR_DIM, object_dim=OBJECT_DIM, num_classes=NUM_CLASSES, num_heads=NUM_HEADS)
+        ours = build_head("stage", **stage_args).to(device)
         off = OfficialStage(ACTOR_DIM, OBJECT_DIM, NUM_CLASSES, NUM_HEADS).to(device).train()
         opt_ours = make_optimizer(ours.parameters(), LR, 0.0, device)
         # FLOPs are counted at the model's widths, not on ours' zero-padded ones.
-        counted = build_head("stage", actor_dim=ACTOR_DIM, object_dim=OBJECT_DIM, num_classes=NUM_CLASSES,
-                             num_heads=NUM_HEADS, align_widths=False).to(device)
+        counted = build_head("stage", **stage_args, align_widths=False).to(device)
         counted.load_state_dict(ours.state_dict())
         opt_off = torch.optim.Adam(off.parameters(), lr=LR)
         items = official_items(g)

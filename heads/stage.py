@@ -169,7 +169,8 @@ class STAGELayer(nn.Module):
         # zeros up to padded_dim, each GAT head's features zeros up to padded_head_dim (ALIGN above).
         self.padded_dim = dim if padded_dim is None else padded_dim
         self.padded_head_dim = self.head_dim if padded_head_dim is None else padded_head_dim
-        if (self.padded_dim, self.padded_head_dim) != (dim, self.head_dim) and (official or attention != "gat"):
+        self.padded = (self.padded_dim, self.padded_head_dim) != (dim, self.head_dim)
+        if self.padded and (official or attention != "gat"):
             raise ValueError("STAGE: padded widths are for the default variant's GAT attention only")
         self.attention, self.adjacency, self.proximity = attention, adjacency, proximity
         self.leaky_slope, self.official = leaky_slope, official
@@ -221,7 +222,7 @@ class STAGELayer(nn.Module):
             # Zero-padded to the computation's widths (zero weights on the zero channels), cast once.
             w = pad_last(self.attn_w.view(nh, 2, dh).to(cdt), dhp)  # (H, 2, d_hp)
             wt = self.fc_h.weight.to(cdt).view(nh, dh, -1)  # (H, d_h, d_f)
-            if (self.padded_dim, dhp) != (self.dim, dh):
+            if self.padded:
                 wt = F.pad(wt, (0, self.padded_dim - self.dim, 0, dhp - dh))  # (H, d_hp, D)
             bias = None if self.fc_h.bias is None else pad_last(self.fc_h.bias.view(nh, dh), dhp)  # (H, d_hp)
             if fold:
@@ -286,7 +287,7 @@ class STAGELayer(nn.Module):
         # Dropout on the d_h real channels (the same draws as without padding), then zeros again.
         out = self.drop(F.elu(out[..., :dh] if dhp > dh else out)).transpose(0, 1)  # (N, H, d_h)
         out = pad_last(out, dhp).reshape(out.shape[0], nh * dhp)  # (N, H*d_hp)
-        if (self.padded_dim, dhp) == (self.dim, dh):
+        if not self.padded:
             return self.norm(f + self.fc_out(out))
         w_out = pad_last(self.fc_out.weight.view(self.dim, nh, dh), dhp).view(self.dim, nh * dhp)
         y = f + F.linear(out, pad_rows(w_out, self.padded_dim), pad_last(self.fc_out.bias, self.padded_dim))
@@ -402,12 +403,12 @@ class STAGEHead(HeadBase):
         # The computation's widths (ALIGN): node rows padded with zero channels, each head likewise.
         pad = align_widths and variant == "default" and attention == "gat"
         self.padded_dim = aligned_width(self.dim) if pad else self.dim
-        heads_width = aligned_width(num_heads * (self.dim // num_heads), num_heads) if pad else None
+        head_dim_p = aligned_width(num_heads * (self.dim // num_heads), num_heads) // num_heads if pad else None
         self.layers = nn.ModuleList(
             STAGELayer(self.dim, num_heads, dropout=dropout, attention=attention, adjacency=adjacency,
                        proximity=proximity, leaky_slope=leaky_slope, head_dim=head_dim,
                        official=variant == "official", padded_dim=self.padded_dim,
-                       padded_head_dim=None if heads_width is None else heads_width // num_heads)
+                       padded_head_dim=head_dim_p)
             for _ in range(num_layers)
         )
         self.classifier = nn.Linear(self.dim, num_classes)
