@@ -1,5 +1,5 @@
 """Pieces shared by the relation heads: neighbour masks by (video, time), masked attention, the
-LFB-style non-local block.
+LFB-style non-local block, a fast CPU dropout and ELU.
 
 Neighbours are always found from the keyframe arrays (`kf_video`, `kf_time`) of a `HeadInput`,
 never from positions in the batch, so that the output for a keyframe does not depend on which
@@ -65,6 +65,37 @@ class MaskDropout(nn.Dropout):
         dt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         mask = torch.rand(x.shape, dtype=dt, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
         return x * mask.to(x.dtype)
+
+
+class _CPUElu(torch.autograd.Function):
+    """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1), in float32 or wider; torch's ELU gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        xf = x.float() if x.dtype != torch.float64 else x
+        # exp(x) - 1 >= x for every x (convexity), equal only at 0, so the max picks x for x > 0.
+        y = xf.clamp(max=0.0).exp_().sub_(1.0)
+        ctx.save_for_backward(x)
+        return torch.maximum(y, xf, out=y).to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        # torch's own ELU gradient from the input (through exp, not expm1): exp(x) for x <= 0, else 1.
+        return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, False, x)
+
+
+def elu(x: Tensor) -> Tensor:
+    """F.elu (alpha 1). On the CPU in float32 and narrower it is computed through exp, in float32:
+    torch 2.14's CPU float32 ELU (its expm1) is slow on some CPUs (the 1.5M values of a STAGE layer:
+    17-22 ms on an AMD EPYC with AVX-512 against 1.9 ms this way; BENCHMARKS.md, sixth pass).
+    exp(x) - 1 and expm1(x) differ by the exp's rounding near 1, at most half a float32 ulp of 1
+    (6e-8, where ELU's value is itself near 0); the gradient is torch's ELU gradient, bit for bit.
+    float64 and other devices use F.elu."""
+    if x.device.type != "cpu" or x.dtype == torch.float64:
+        return F.elu(x)
+    return _CPUElu.apply(x)
 
 
 class NonLocalBlock(nn.Module):

@@ -104,7 +104,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batch import HeadInput, box_centres, box_geometry
-from .common import MaskDropout
+from .common import MaskDropout, elu
 from .graph_ops import (BlockGraph, acc_dtype, blocked_aggregate, blocked_softmax, build_block_graph, compute_dtype,
                         dense_attention, link_batch_positions, link_keyframes, receptive_keyframes, take,
                         take_rows, target_first_graph)
@@ -285,7 +285,7 @@ class STAGELayer(nn.Module):
             out = torch.cat([F.elu(self.drop(out[k])) for k in range(nh)], 1)  # (N, H*d_h)
             return self.norm(f + self.fc_out(out))
         # Dropout on the d_h real channels (the same draws as without padding), then zeros again.
-        out = self.drop(F.elu(out[..., :dh] if dhp > dh else out)).transpose(0, 1)  # (N, H, d_h)
+        out = self.drop(elu(out[..., :dh] if dhp > dh else out)).transpose(0, 1)  # (N, H, d_h)
         out = pad_last(out, dhp).reshape(out.shape[0], nh * dhp)  # (N, H*d_hp)
         if not self.padded:
             return self.norm(f + self.fc_out(out))

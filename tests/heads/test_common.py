@@ -1,7 +1,8 @@
-"""heads/common.py: MaskDropout draws the distribution of nn.Dropout."""
+"""heads/common.py: MaskDropout draws the distribution of nn.Dropout; elu equals F.elu."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from heads.common import MaskDropout
 
@@ -22,3 +23,29 @@ def test_mask_dropout_is_inverted_dropout_with_keep_prob_1_minus_p():
     assert not torch.equal(drop(x) != 0, kept)
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(MaskDropout(0.0)(x), x)
+
+
+def test_elu_equals_torch_elu_in_values_and_gradients():
+    from heads.common import elu
+
+    torch.manual_seed(0)
+    base = torch.cat((torch.randn(50_000) * 4, torch.randn(5_000) * 1e-4,
+                      torch.tensor([0.0, -0.0, 1e-30, -1e-30, -100.0, 80.0, float("inf"), float("-inf")])))
+    # The sliced view is what STAGE passes (each head's real channels of a padded row).
+    for x in (base, base.view(-1, 1).expand(-1, 3)[:, :2]):
+        # float32: exp(x) - 1 against expm1 differs by the exp's rounding near 1; bfloat16: computed
+        # in float32 and rounded once (2^-8 relative). Gradients: torch's own, bit for bit.
+        for dtype, rtol in ((torch.float32, 0.0), (torch.bfloat16, 2.0 ** -8)):
+            xd = x.to(dtype).requires_grad_(True)
+            ref = F.elu(xd.detach().double())  # at the same (rounded) inputs
+            (gref,) = torch.autograd.grad(F.elu(xd).sum(), xd)
+            y = elu(xd)
+            assert y.dtype == dtype
+            (g,) = torch.autograd.grad(y.sum(), xd)
+            torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=1.2e-7)
+            torch.testing.assert_close(g, gref, rtol=0, atol=0)
+    nan = torch.tensor([float("nan")])
+    assert elu(nan).isnan().all()
+    # float64 is torch's own ELU.
+    x = torch.randn(1000, dtype=torch.float64)
+    assert torch.equal(elu(x), F.elu(x))
