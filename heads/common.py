@@ -68,11 +68,12 @@ class MaskDropout(nn.Dropout):
 
 
 class _CPUElu(torch.autograd.Function):
-    """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1), in float32 or wider; torch's ELU gradient."""
+    """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1) computed in float32 (for float32 and narrower
+    inputs; `elu` sends float64 to F.elu); torch's ELU gradient."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        xf = x.float() if x.dtype != torch.float64 else x
+        xf = x.float()
         # exp(x) - 1 >= x for every x (convexity), equal only at 0, so the max picks x for x > 0.
         y = xf.clamp(max=0.0).exp_().sub_(1.0)
         ctx.save_for_backward(x)

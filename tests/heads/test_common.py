@@ -31,18 +31,21 @@ def test_elu_equals_torch_elu_in_values_and_gradients():
     torch.manual_seed(0)
     base = torch.cat((torch.randn(50_000) * 4, torch.randn(5_000) * 1e-4,
                       torch.tensor([0.0, -0.0, 1e-30, -1e-30, -100.0, 80.0, float("inf"), float("-inf")])))
-    # The sliced view is what STAGE passes (each head's real channels of a padded row).
-    for x in (base, base.view(-1, 1).expand(-1, 3)[:, :2]):
-        # float32: exp(x) - 1 against expm1 differs by the exp's rounding near 1; bfloat16: computed
-        # in float32 and rounded once (2^-8 relative). Gradients: torch's own, bit for bit.
-        for dtype, rtol in ((torch.float32, 0.0), (torch.bfloat16, 2.0 ** -8)):
-            xd = x.to(dtype).requires_grad_(True)
-            ref = F.elu(xd.detach().double())  # at the same (rounded) inputs
-            (gref,) = torch.autograd.grad(F.elu(xd).sum(), xd)
-            y = elu(xd)
+    for dtype, rtol in ((torch.float32, 0.0), (torch.bfloat16, 2.0 ** -8)):
+        # Contiguous, and the strided view STAGE passes (each head's real channels of a padded row).
+        padded = torch.zeros(len(base), 3, dtype=dtype)
+        padded[:, 0] = base
+        for leaf, view in ((base.to(dtype), lambda t: t), (padded, lambda t: t[:, :2])):
+            leaf = leaf.clone().requires_grad_(True)
+            x = view(leaf)
+            # float32: exp(x) - 1 against expm1 differs by the exp's rounding near 1; bfloat16:
+            # computed in float32 and rounded once (2^-8 relative). Gradients: torch's own, bit for bit.
+            ref = F.elu(x.detach().double())  # at the same (rounded) inputs
+            (gref,) = torch.autograd.grad(F.elu(x).sum(), leaf)
+            y = elu(x)
             assert y.dtype == dtype
-            (g,) = torch.autograd.grad(y.sum(), xd)
-            torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=1.2e-7)
+            (g,) = torch.autograd.grad(y.sum(), leaf)
+            torch.testing.assert_close(y.double(), ref, rtol=rtol, atol=1.2e-7)
             torch.testing.assert_close(g, gref, rtol=0, atol=0)
     nan = torch.tensor([float("nan")])
     assert elu(nan).isnan().all()
