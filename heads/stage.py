@@ -289,8 +289,9 @@ class STAGELayer(nn.Module):
         out = pad_last(out, dhp).reshape(out.shape[0], nh * dhp)  # (N, H*d_hp)
         if not self.padded:
             return self.norm(f + self.fc_out(out))
-        w_out = pad_last(self.fc_out.weight.view(self.dim, nh, dh), dhp).view(self.dim, nh * dhp)
-        y = f + F.linear(out, pad_rows(w_out, self.padded_dim), pad_last(self.fc_out.bias, self.padded_dim))
+        # fc_out's weight (d_f, H*d_h) -> (D, H*d_hp): zero rows, and zero columns per head, in one copy.
+        w_out = F.pad(self.fc_out.weight.view(self.dim, nh, dh), (0, dhp - dh, 0, 0, 0, self.padded_dim - self.dim))
+        y = f + F.linear(out, w_out.view(self.padded_dim, nh * dhp), pad_last(self.fc_out.bias, self.padded_dim))
         return pad_last(self.norm(y[:, : self.dim]), self.padded_dim)  # LayerNorm over the d_f channels
 
     def _folds(self, n: int, n_rows: int, g: BlockGraph, r: int) -> bool:
