@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from extract.store import open_store  # noqa: E402
-from extract.synthetic import make_feature_store  # noqa: E402
-from heads import build_head  # noqa: E402
-from pipelines.split_batches import build_graph_data  # noqa: E402
+from stagecache.extract.store import open_store  # noqa: E402
+from stagecache.extract.synthetic import make_feature_store  # noqa: E402
+from stagecache.heads import build_head  # noqa: E402
+from stagecache.pipelines.training.split_batches import build_graph_data  # noqa: E402
 
 HEADS = {
     "tonly (60 s bank)": ("tonly", {"d_model": 64, "nhead": 4, "dim_feedforward": 128}, frozenset({"actor_temporal"})),

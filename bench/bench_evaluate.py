@@ -7,10 +7,10 @@ Writes a seeded random AVA-like GT CSV and predictions CSV (every detected box s
 classes of the AVA label map, as a model's output is; scores with 6 decimals, so there are ties), then
 times in this process:
 
-- ours: `pipelines.evaluate.evaluate_files` (pyarrow CSV reader, numba-compiled official heap and matcher),
+- ours: `pipelines.evaluation.ava.evaluate_files` (pyarrow CSV reader, numba-compiled official heap and matcher),
   `--repeat` times, median reported;
 - reference, once: `csv.reader` row by row with `float()` / `int()` as the official `read_csv`, then
-  `tests/pipelines/ava_reference.py` (per-keyframe heap of 50, per-detection argmax loop, per-class
+  `tests/pipelines/evaluation/ava_reference.py` (per-keyframe heap of 50, per-detection argmax loop, per-class
   `np.argsort(scores)[::-1]`, VOC AP);
 - official code, once, with `--official DIR`: ActivityNet's `Evaluation/` directory (holding
   `get_ava_performance.py` and `ava/`) from a local checkout, made importable under numpy 2 by the
@@ -34,9 +34,9 @@ import time
 
 import numpy as np
 
-from extract import ava_io
-from pipelines.evaluate import DEFAULT_LABEL_MAP, evaluate_files
-from tests.pipelines import ava_reference
+from stagecache.extract import ava_io
+from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, evaluate_files
+from tests.pipelines.evaluation import ava_reference
 
 
 def write_input(d: str, n_kf: int, n_box: int, class_ids: list[int], seed: int) -> tuple[str, str]:

@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract.backbones import build_backbone  # noqa: E402
-from extract.features import ExtractArgs, run_extract  # noqa: E402
-from extract.roi import pool_rois  # noqa: E402
-from extract.synthetic import make_video_dataset  # noqa: E402
-from extract.video import VideoReader  # noqa: E402
+from stagecache.extract.backbones import build_backbone  # noqa: E402
+from stagecache.extract.features import ExtractArgs, run_extract  # noqa: E402
+from stagecache.extract.roi import pool_rois  # noqa: E402
+from stagecache.extract.synthetic import make_video_dataset  # noqa: E402
+from stagecache.extract.video import VideoReader  # noqa: E402
 
 TINY = dict(model_depth=50, stem_dim_outs=(16, 2))
 
@@ -65,8 +65,8 @@ def main(argv=None):
     bb = build_backbone(args.backbone, sampling_overrides=args.sampling_overrides or None,
                         **args.backbone_kwargs).to(a.device).eval()
     s = bb.sampling
-    from extract.actors import RowBuilder
-    from extract import ava_io
+    from stagecache.extract.actors import RowBuilder
+    from stagecache.extract import ava_io
     lm = ava_io.read_label_map(args.label_map)
     rb = RowBuilder(label_ids=lm.ids, annotations=ava_io.read_annotations(args.annotations, lm),
                     proposals=ava_io.read_proposals(args.proposals))

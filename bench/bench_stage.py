@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from heads.batch import HeadInput, box_centres, box_geometry  # noqa: E402
-from heads.stage import STAGEHead  # noqa: E402
+from stagecache.heads.batch import HeadInput, box_centres, box_geometry  # noqa: E402
+from stagecache.heads.stage import STAGEHead  # noqa: E402
 
 ACTOR_DIM, OBJECT_DIM, NUM_CLASSES = 2304, 2048, 80
 AVA_TRAIN_KEYFRAMES, EPOCHS = 211_000, 20

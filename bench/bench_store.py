@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from extract.store import StoreWriter, estimate_bytes, format_bytes, open_store  # noqa: E402
+from stagecache.extract.store import StoreWriter, estimate_bytes, format_bytes, open_store  # noqa: E402
 
 
 def write_store(path: str, gb: float, dim: int, actors_per_kf: int, kf_per_video: int, seed: int = 0) -> dict:
@@ -82,9 +82,9 @@ def startup(path: str) -> float:
     """train-head's work before its first step, the store as both splits (GT boxes)."""
     import torch
 
-    from pipelines.preflight import preflight_train
-    from pipelines.split_load import head_levels, load_split, reads_objects
-    from pipelines.train import TrainArgs
+    from stagecache.pipelines.training.preflight import preflight_train
+    from stagecache.pipelines.training.split_load import head_levels, load_split, reads_objects
+    from stagecache.pipelines.training.train import TrainArgs
 
     t0 = time.perf_counter()
     args = TrainArgs(train_store=path, val_store=path, head="linear", out_dir=path + "_run", val_boxes="gt",

@@ -2,7 +2,7 @@
 ceiling, and every head of `heads.HEADS` against its bare training step.
 
 Part `stage` (one process, the two alternating in rounds, medians reported):
-- `ours`: train-head's own epoch loop (`pipelines.steps.train_epoch`: batches gathered from a
+- `ours`: train-head's own epoch loop (`pipelines.training.steps.train_epoch`: batches gathered from a
   device-resident `GraphData` by `GraphData.training_batches`, a chunk of batches at a time; query
   keyframes from `split_batches.epoch_batches`, `--sampling` blocks of consecutive ones or random;
   fused Adam) with `heads.stage.STAGEHead`. Validation excluded.
@@ -27,7 +27,7 @@ ceiling in keyframes/s; fraction = ours / ceiling. Padding, context keyframes (a
 optimizer all count against ours.
 
 Validation: train-head's prediction over the split (per keyframe, scaled to AVA's val split) plus
-the evaluator (`pipelines.evaluate.frame_map`) timed on an AVA-val-sized input, as a fraction of
+the evaluator (`pipelines.evaluation.ava.frame_map`) timed on an AVA-val-sized input, as a fraction of
 an epoch over AVA's train split at ours' measured rate plus that validation.
 
 Part `heads`: every head of `heads.HEADS` (widths of the `all-heads-synthetic` preset) on a
@@ -56,8 +56,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from heads import HEADS, build_head  # noqa: E402
-from pipelines.split_batches import GraphData  # noqa: E402
+from stagecache.heads import HEADS, build_head  # noqa: E402
+from stagecache.pipelines.training.split_batches import GraphData  # noqa: E402
 
 from official_stage import OfficialStage, official_collate, official_items  # noqa: E402
 
@@ -119,7 +119,7 @@ def matmul_rate(device, dtype, n: int = 2048, reps: int = 3) -> float:
 def step_flops(head, x, qpos, target) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipelines.losses import bce
+    from stagecache.pipelines.training.losses import bce
     with FlopCounterMode(display=False) as fc:
         loss = bce(head(x).index_select(0, qpos), target, qpos[:0])
         loss.backward()
@@ -128,8 +128,8 @@ def step_flops(head, x, qpos, target) -> int:
 
 
 def stage_part(args, device) -> dict:
-    from pipelines.split_batches import epoch_batches
-    from pipelines.steps import LossContext, SplitContext, device_batch, make_optimizer, train_epoch
+    from stagecache.pipelines.training.split_batches import epoch_batches
+    from stagecache.pipelines.training.steps import LossContext, SplitContext, device_batch, make_optimizer, train_epoch
 
     amp = args.amp and device.type == "cuda"
     # The dtype of ours' matmuls, for the ceiling: float16/bfloat16 under autocast, else float32.
@@ -231,14 +231,14 @@ def stage_part(args, device) -> dict:
 
 def validation_seconds(head, g: GraphData, device, amp: bool, val_keyframes: int, per_kf: int) -> tuple[float, float]:
     """(prediction seconds per keyframe, evaluator seconds for `val_keyframes`): train-head's
-    prediction (`run_head`, batches of 64) over the split `g`, and `pipelines.evaluate.frame_map`
+    prediction (`run_head`, batches of 64) over the split `g`, and `pipelines.evaluation.ava.frame_map`
     (official protocol, cap 50) on a seeded AVA-like input with `per_kf` boxes per keyframe, each
     scored for the 60 AVA classes, 1-3 GT actions per box."""
     import numpy as np
 
-    from pipelines.evaluate import frame_map
-    from pipelines.run_eval import run_head
-    from pipelines.steps import SplitContext
+    from stagecache.pipelines.evaluation.ava import frame_map
+    from stagecache.pipelines.training.run_eval import run_head
+    from stagecache.pipelines.training.steps import SplitContext
 
     sync(device)
     t = time.perf_counter()
@@ -266,7 +266,7 @@ def validation_seconds(head, g: GraphData, device, amp: bool, val_keyframes: int
 
 def preset_head_args() -> dict[str, dict]:
     """Each head's arguments in the all-heads-synthetic preset (its first configuration)."""
-    from pipelines.ablate_spec import load_spec, parse_spec
+    from stagecache.pipelines.ablation.spec import load_spec, parse_spec
 
     spec = parse_spec(*load_spec("all-heads-synthetic"))
     out = {}
@@ -283,11 +283,11 @@ def heads_part(args, device) -> dict:
 
 def _heads_on(tmp: Path, args, device, head_args: dict) -> dict:
     """`heads_part` with its synthetic store written under `tmp`."""
-    from extract.synthetic import make_feature_store
-    from extract.store import open_store
-    from pipelines.split_batches import epoch_batches
-    from pipelines.split_load import backbone_groups, feature_dims, head_levels, load_split, reads_objects
-    from pipelines.steps import LossContext, SplitContext, device_batch, make_optimizer, step_loss, train_epoch
+    from stagecache.extract.synthetic import make_feature_store
+    from stagecache.extract.store import open_store
+    from stagecache.pipelines.training.split_batches import epoch_batches
+    from stagecache.pipelines.training.split_load import backbone_groups, feature_dims, head_levels, load_split, reads_objects
+    from stagecache.pipelines.training.steps import LossContext, SplitContext, device_batch, make_optimizer, step_loss, train_epoch
 
     kw = dict(keyframes_per_video=30, actor_dim=64, object_dim=32, levels=("roi", "temporal", "context"))
     tr = make_feature_store(tmp / "train.zarr", split="train", seed=0, n_videos=args.head_videos, **kw)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.batch import box_geometry
-from pipelines.split_batches import GraphData
+from stagecache.heads.batch import box_geometry
+from stagecache.pipelines.training.split_batches import GraphData
 
 
 class OfficialLayer(nn.Module):

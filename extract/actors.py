@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extract import ava_io
-from core.boxes import box_iou
+from stagecache.extract import ava_io
+from stagecache.core.boxes import box_iou
 
 
 @dataclass

@@ -29,17 +29,17 @@ A new input format goes in a module there and is re-exported here.
 """
 from __future__ import annotations
 
-from extract.formats.annotations import read_annotations, read_annotations_table, write_annotations
-from extract.formats.csv_table import AvaFormatError
-from extract.formats.excluded import read_excluded, write_excluded
-from extract.formats.frame_list import FrameList, read_frame_list, write_frame_list
-from extract.formats.label_map import LabelMap, read_label_map, write_label_map
-from extract.formats.objects import read_objects, write_objects
-from extract.formats.predictions import (read_predictions, read_predictions_table, refuse_gt_as_predictions,
+from stagecache.extract.formats.annotations import read_annotations, read_annotations_table, write_annotations
+from stagecache.extract.formats.csv_table import AvaFormatError
+from stagecache.extract.formats.excluded import read_excluded, write_excluded
+from stagecache.extract.formats.frame_list import FrameList, read_frame_list, write_frame_list
+from stagecache.extract.formats.label_map import LabelMap, read_label_map, write_label_map
+from stagecache.extract.formats.objects import read_objects, write_objects
+from stagecache.extract.formats.predictions import (read_predictions, read_predictions_table, refuse_gt_as_predictions,
                                          write_predictions)
-from extract.formats.proposals import (read_proposals, read_proposals_csv, read_proposals_json, read_proposals_pickle,
+from stagecache.extract.formats.proposals import (read_proposals, read_proposals_csv, read_proposals_json, read_proposals_pickle,
                                        write_proposals_csv)
-from extract.formats.tables import (Annotations, Objects, Predictions, Proposals, format_timestamp, same_timestamp,
+from stagecache.extract.formats.tables import (Annotations, Objects, Predictions, Proposals, format_timestamp, same_timestamp,
                                     timestamp_key, timestamp_keys)
 
 __all__ = [

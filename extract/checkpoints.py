@@ -31,8 +31,8 @@ from pytorchvideo.models.net import DetectionBBoxNetwork, MultiPathWayWithFuse
 from pytorchvideo.models.resnet import ResStage
 from pytorchvideo.models.stem import ResNetBasicStem
 
-from extract.errors import UserError
-from extract.safe_pickle import UnsafePickleError, load_pickle, torch_load
+from stagecache.core.errors import UserError
+from stagecache.core.safe_pickle import UnsafePickleError, load_pickle, torch_load
 
 
 class CheckpointError(UserError, RuntimeError):

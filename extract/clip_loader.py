@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from extract.video import VideoReadError, open_video
+from stagecache.extract.video import VideoReadError, open_video
 
 
 @dataclass

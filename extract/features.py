@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract import ava_io
-from extract.actors import KeyframeRows, RowBuilder, rows_from_tables
-from extract.backbones import BACKBONES, VideoBackbone, build_backbone
-from extract.random_init import warn_random_init
-from extract.checkpoints import load_checkpoint
-from extract.clip_loader import Unit, iterate_units
-from extract.datasets import TUBE_DATASETS, tube_inputs
-from extract.datasets.tube_boxes import concat_proposals
-from extract.features_video import Detect, Pooling, finish_video, process_unit
-from extract.store import LEVELS, Location
-from extract.video import find_videos
+from stagecache.extract import ava_io
+from stagecache.extract.actors import KeyframeRows, RowBuilder, rows_from_tables
+from stagecache.extract.backbones import BACKBONES, VideoBackbone, build_backbone
+from stagecache.extract.random_init import warn_random_init
+from stagecache.extract.checkpoints import load_checkpoint
+from stagecache.extract.clip_loader import Unit, iterate_units
+from stagecache.extract.datasets import TUBE_DATASETS, tube_inputs
+from stagecache.extract.datasets.tube_boxes import concat_proposals
+from stagecache.extract.features_video import Detect, Pooling, finish_video, process_unit
+from stagecache.extract.store import LEVELS, Location
+from stagecache.extract.video import find_videos
 
 SUMMARY_KEYS = ("videos", "done", "skipped", "failed", "keyframes", "boxes", "objects", "bytes_written")
 
@@ -66,7 +66,7 @@ class ExtractArgs:
     checkpoint: str | None = None
     random_init: bool = False
     allow_partial_checkpoint: bool = False
-    trust_pickle: bool = False  # plain unpickling of the proposals pickle / checkpoint (extract.safe_pickle)
+    trust_pickle: bool = False  # plain unpickling of the proposals pickle / checkpoint (core.safe_pickle)
     res5_dilation: bool = False
     backbone_kwargs: dict = field(default_factory=dict)  # constructor overrides (tiny test configs)
     sampling_overrides: dict = field(default_factory=dict)
@@ -200,7 +200,7 @@ def _object_classes(args: ExtractArgs, detect: Detect) -> list[str] | None:
 
 def run_extract(args: ExtractArgs) -> dict:
     """Run the job; returns the summary dict (see SUMMARY_KEYS). Failed videos do not raise."""
-    from extract.store import StoreWriter, estimate_bytes, format_bytes, open_store
+    from stagecache.extract.store import StoreWriter, estimate_bytes, format_bytes, open_store
 
     t_start = time.time()
     torch.manual_seed(args.seed)
@@ -397,7 +397,7 @@ def _save_config(args: ExtractArgs, summary: dict, rank: int) -> None:
 
 
 def _print_summary(s: dict) -> None:
-    from extract.store import format_bytes
+    from stagecache.extract.store import format_bytes
     msg = (f"extract features [{s['group']}] rank {s['rank']}/{s['world']}: videos {s['videos']} "
            f"(done {s['done']}, skipped {s['skipped']}, failed {len(s['failed'])}); keyframes {s['keyframes']}; "
            f"boxes {s['boxes']}; objects {s['objects']}; written {format_bytes(s['bytes_written'])}; "

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extract.actors import KeyframeRows, RowBuilder
-from extract.detectors.keyframes import frames_to_tensor, run_detectors
-from extract.roi import pool_rois
-from extract.store import LEVELS
+from stagecache.extract.actors import KeyframeRows, RowBuilder
+from stagecache.extract.detectors.keyframes import frames_to_tensor, run_detectors
+from stagecache.extract.roi import pool_rois
+from stagecache.extract.store import LEVELS
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Detect:
     def __init__(self, person_detector: str, person_kwargs: dict, objects: str, object_kwargs: dict, device):
         self.person = self.objects = None
         if person_detector != "precomputed" or objects not in ("none", "precomputed"):
-            from extract.detectors import build_object_detector, build_person_detector
+            from stagecache.extract.detectors import build_object_detector, build_person_detector
             if person_detector != "precomputed":
                 self.person = build_person_detector(person_detector, **person_kwargs)
             if objects not in ("none", "precomputed"):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from extract.store.schema import LEVELS
+from stagecache.extract.store.schema import LEVELS
 
 
 def boxes_to_rois(boxes: torch.Tensor, batch_index: torch.Tensor, height: int, width: int) -> torch.Tensor:

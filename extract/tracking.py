@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from core.boxes import box_iou
-from core.timekeys import TIME_EPS
+from stagecache.core.boxes import box_iou
+from stagecache.core.timekeys import TIME_EPS
 
 __all__ = ["track_boxes", "write_tracks"]
 
@@ -90,7 +90,7 @@ def write_tracks(store_path: str, *, iou_threshold: float = 0.3, max_gap: float 
     `separate_gt`: track ground-truth rows and detector rows independently (a training store
     holds both for the same people). Returns the track ids written.
     """
-    from extract.store import open_store, write_group
+    from stagecache.extract.store import open_store, write_group
 
     st = open_store(store_path)
     names = ["actor_box"] + (["actor_is_gt"] if separate_gt else [])

@@ -16,7 +16,7 @@ frame whose timestamp is <= the sample time) is used, so a 30 fps file and its f
 
 from __future__ import annotations
 
-from extract.errors import UserError
+from stagecache.core.errors import UserError
 
 import math
 import re

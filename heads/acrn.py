@@ -20,7 +20,7 @@ max-pools the relation maps instead of averaging them. With the paper's form (ac
 pooling) the head fits 16 training videos through the tiled actor feature (train AP -> 1.0 on
 "hold cup" / "ride bike") and gains nothing on validation; with
 `tile_actor=False, pool="max", relative_location=True, normalise=False` it beats `linear` on those
-classes by 27 points (the table there; 0.30 AP in tests/pipelines/test_relational_heads.py). Without the tiled actor there is nothing to balance the context against, and
+classes by 27 points (the table there; 0.30 AP in tests/pipelines/training/test_relational_heads.py). Without the tiled actor there is nothing to balance the context against, and
 per-cell L2 normalisation would lift empty cells to the norm of occupied ones. The defaults stay
 the paper's.
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.timekeys import TIME_EPS  # a neighbour exactly at the window edge must be in
+from stagecache.core.timekeys import TIME_EPS  # a neighbour exactly at the window edge must be in
 
 
 def same_keyframe_mask(q_kf: Tensor, k_kf: Tensor) -> Tensor:

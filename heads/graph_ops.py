@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from core.timekeys import TIME_EPS  # store timestamps are milliseconds; anything closer is "equal"
+from stagecache.core.timekeys import TIME_EPS  # store timestamps are milliseconds; anything closer is "equal"
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.boxes import box_iou_torch
-from core.timekeys import TIME_EPS
+from stagecache.core.boxes import box_iou_torch
+from stagecache.core.timekeys import TIME_EPS
 
 from .batch import HeadInput, box_centres
 from .common import NonLocalBlock, keyframes_with

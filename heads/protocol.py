@@ -1,6 +1,6 @@
 """What a stage-2 head is, and what it may offer beyond its forward: the one contract the training
-loop (pipelines/train.py, pipelines/steps.py), the bank writer (pipelines/acfb.py), class-balanced retraining
-(pipelines/balanced.py) and `visualize` code against.
+loop (pipelines/training/train.py, pipelines/training/steps.py), the bank writer (pipelines/training/acfb.py), class-balanced retraining
+(pipelines/training/balanced.py) and `visualize` code against.
 
 `Head` is the declared interface (a `typing.Protocol`): every entry of `heads.HEADS` builds an
 object that satisfies it, and the callers use nothing else of a head. `HeadBase` is the

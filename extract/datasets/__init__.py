@@ -1,4 +1,4 @@
 """Datasets other than AVA read into `extract features` inputs (JHMDB-21, UCF101-24)."""
-from extract.datasets.tubes_pkl import TUBE_DATASETS, TubeInputs, tube_inputs
+from stagecache.extract.datasets.tubes_pkl import TUBE_DATASETS, TubeInputs, tube_inputs
 
 __all__ = ["TUBE_DATASETS", "TubeInputs", "tube_inputs"]

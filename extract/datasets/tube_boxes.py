@@ -21,8 +21,8 @@ import zlib
 
 import numpy as np
 
-from extract import ava_io
-from extract.datasets.tubes_pkl import TubeGT, frame_timestamp
+from stagecache.extract import ava_io
+from stagecache.extract.datasets.tubes_pkl import TubeGT, frame_timestamp
 
 MAX_JITTER = 0.5  # exclusive: a side moved by half the box or more could cross the opposite side
 

@@ -1,7 +1,7 @@
 """JHMDB-21 and UCF101-24 from the ACT-detector ground-truth pickles to `extract features` inputs.
 
 `JHMDB-GT.pkl` / `UCF101v2-GT.pkl` (ACT detector, redistributed by MOC-Detector and MMAction2)
-are Python 2 pickles (read with encoding="latin1", through `extract.safe_pickle`) of a dict:
+are Python 2 pickles (read with encoding="latin1", through `core.safe_pickle`) of a dict:
   labels        [class name] (label index = position)
   gttubes       {video: {label index: [array (n, 5): frame (1-based), x1, y1, x2, y2 in pixels]}}
   nframes       {video: number of frames}
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from extract import ava_io
-from extract.errors import UserError
-from extract.safe_pickle import load_pickle
-from extract.video import VIDEO_EXTENSIONS
+from stagecache.extract import ava_io
+from stagecache.core.errors import UserError
+from stagecache.core.safe_pickle import load_pickle
+from stagecache.extract.video import VIDEO_EXTENSIONS
 
 KEYS = ("labels", "gttubes", "nframes", "train_videos", "test_videos", "resolution")
 
@@ -244,7 +244,7 @@ def tube_inputs(dataset: str, annotations: str, split: str, videos_root: str, *,
                 gt_jitter_copies: int = 1, seed: int = 0) -> TubeInputs:
     """The label map, GT rows, jittered GT proposals (gt_jitter > 0) and video paths of one
     split/side (`split` = train<N> / test<N>)."""
-    from extract.datasets.tube_boxes import jittered_gt_proposals
+    from stagecache.extract.datasets.tube_boxes import jittered_gt_proposals
 
     spec = dataset_spec(dataset)
     side, index = parse_split(split)

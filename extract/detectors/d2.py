@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from extract.errors import UserError
-from extract.safe_pickle import load_pickle, torch_load
+from stagecache.core.errors import UserError
+from stagecache.core.safe_pickle import load_pickle, torch_load
 
 from . import Detections, ObjectDetections
 from ._common import check_frames, check_post_args, filter_people

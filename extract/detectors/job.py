@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from core.atomic import atomic_open, atomic_path
-from core.timekeys import timestamp_key
+from stagecache.core.atomic import atomic_open, atomic_path
+from stagecache.core.timekeys import timestamp_key
 
-from extract.datasets.tube_boxes import keyframe_times
-from extract.datasets.tubes_pkl import (TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle,
+from stagecache.extract.datasets.tube_boxes import keyframe_times
+from stagecache.extract.datasets.tubes_pkl import (TUBE_DATASETS, dataset_spec, find_tube_videos, parse_split, read_tube_pickle,
                                         split_name)
-from extract.errors import UserError
-from extract.formats.csv_table import AvaFormatError
+from stagecache.core.errors import UserError
+from stagecache.extract.formats.csv_table import AvaFormatError
 
 from . import OBJECT_DETECTORS, PERSON_DETECTORS, build_object_detector, build_person_detector
 from .keyframes import detect_keyframes
@@ -114,7 +114,7 @@ class DetectionsArgs:
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1)."})
     overwrite: bool = field(default=False, metadata={
         "help": "Recompute videos already in --out (otherwise they are kept and the job resumes)."})
-    trust_pickle: bool = field(default=False, metadata={  # extract.safe_pickle
+    trust_pickle: bool = field(default=False, metadata={  # core.safe_pickle
         "help": "Load weights, --person-file pickles and npz files with full unpickling (can run code in "
                 "the file: only for files you trust). Default: plain data only, anything else is refused."})
 
@@ -253,8 +253,8 @@ def _build_detectors(a: DetectionsArgs):
 @torch.no_grad()  # a decorator, not set_grad_enabled(False): callers' grad mode must survive the job
 def run_detections(a: DetectionsArgs) -> dict:
     """Run the job; returns a summary dict (videos, keyframes, people, objects)."""
-    from extract.ava_io import Objects, Proposals, write_objects, write_proposals_csv
-    from extract.video import find_videos
+    from stagecache.extract.ava_io import Objects, Proposals, write_objects, write_proposals_csv
+    from stagecache.extract.video import find_videos
 
     if a.dataset in TUBE_DATASETS:
         found, plan = _tube_plan(a)
@@ -323,7 +323,7 @@ def run_detections(a: DetectionsArgs) -> dict:
 
 def _run_video(path: str, video: str, times: np.ndarray, person, objects, *, fps: float, batch_size: int,
                time_offset: float, read_frames: bool) -> dict:
-    from extract.video import open_video
+    from stagecache.extract.video import open_video
 
     d = objects.feature_dim
     acc = {k: [] for k in ("person_kf", "person_box", "person_score", "object_kf", "object_box",

@@ -39,7 +39,7 @@ def detect_keyframes(detectors: Sequence, reader, video: str, times, *,
 
     `reader=None` passes no images (detectors that read files); a decoding error names the video.
     """
-    from extract.video import VideoReadError
+    from stagecache.extract.video import VideoReadError
 
     for s in range(0, len(times), batch_size):
         ts = times[s: s + batch_size]

@@ -11,9 +11,9 @@ import os
 import torch
 from torch import Tensor, nn
 
-from extract.errors import UserError
-from extract.random_init import warn_random_init
-from extract.safe_pickle import torch_load
+from stagecache.core.errors import UserError
+from stagecache.extract.random_init import warn_random_init
+from stagecache.core.safe_pickle import torch_load
 
 from . import Detections
 from ._common import check_frames, check_post_args, check_weights_arg, filter_people

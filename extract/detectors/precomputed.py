@@ -19,7 +19,7 @@ may contain underscores) or `<video>/<timestamp>` (a sub-directory per video for
 file extension is ignored; the timestamp is seconds (`902`, `0902`, `902.5`).
 When a file has boxes without features, a `feature_extractor` (the built-in `VGDetector`) pools them
 (`features_for_boxes`). Files come from other people: the npz `info` (an object array, i.e. a
-pickle) goes through the restricted unpickler (`extract.safe_pickle`), proposal pickles too.
+pickle) goes through the restricted unpickler (`core.safe_pickle`), proposal pickles too.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.timekeys import timestamp_key, timestamp_keys
-from extract.errors import UserError
-from extract.safe_pickle import loads_pickle
+from stagecache.core.timekeys import timestamp_key, timestamp_keys
+from stagecache.core.errors import UserError
+from stagecache.core.safe_pickle import loads_pickle
 
 from . import Detections, ObjectDetections, empty_detections, empty_object_detections
 from ._common import check_post_args, filter_people
@@ -284,7 +284,7 @@ class PrecomputedPersonDetector:
 
     def __init__(self, *, path: str, score_thresh: float = 0.0, nms_thresh: float = 1.0,
                  max_per_frame: int = 1000, device: str = "cpu", trust_pickle: bool = False):
-        from extract.ava_io import read_proposals
+        from stagecache.extract.ava_io import read_proposals
 
         check_post_args("precomputed person detector", score_thresh, nms_thresh, max_per_frame)
         props = read_proposals(path, trust_pickle=trust_pickle)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet101, resnet50
 from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, batched_nms, nms
 
-from extract.random_init import warn_random_init
+from stagecache.extract.random_init import warn_random_init
 
 from . import ObjectDetections
 from ._common import check_frames, check_weights_arg, normalise_boxes, pixel_boxes

@@ -37,7 +37,7 @@ import re
 import numpy as np
 import torch
 
-from extract.safe_pickle import load_pickle, torch_load
+from stagecache.core.safe_pickle import load_pickle, torch_load
 
 _BN = r"(weight|bias|running_mean|running_var)"
 # detectron2 -> ours. Order matters only for readability: the patterns are disjoint.

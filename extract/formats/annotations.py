@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.formats.common import (BOX_NAMES, box_strings, check_labels, check_values, parse_common, str_list,
+from stagecache.extract.formats.common import (BOX_NAMES, box_strings, check_labels, check_values, parse_common, str_list,
                                     write_csv)
-from extract.formats.csv_table import CsvTable, load_csv
-from extract.formats.label_map import LabelMap
-from extract.formats.tables import Annotations, _format_timestamps
+from stagecache.extract.formats.csv_table import CsvTable, load_csv
+from stagecache.extract.formats.label_map import LabelMap
+from stagecache.extract.formats.tables import Annotations, _format_timestamps
 
 
 def read_annotations(path, label_map: LabelMap | None = None) -> Annotations:

@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 
-from core.atomic import atomic_open
-from extract.formats.csv_table import AvaFormatError, CsvTable
-from extract.formats.label_map import LabelMap
+from stagecache.core.atomic import atomic_open
+from stagecache.extract.formats.csv_table import AvaFormatError, CsvTable
+from stagecache.extract.formats.label_map import LabelMap
 
 
 def clip_boxes(path, box: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from extract.errors import UserError
+from stagecache.core.errors import UserError
 
 HEADER_FIRST_FIELDS = {"video", "video_id", "original_vido_id", "original_video_id"}
 _SNIFF = 1 << 16  # bytes looked at for the binary-file check

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.formats.common import write_csv
-from extract.formats.csv_table import load_csv
-from core.timekeys import timestamp_keys
-from extract.formats.tables import format_timestamp
+from stagecache.extract.formats.common import write_csv
+from stagecache.extract.formats.csv_table import load_csv
+from stagecache.core.timekeys import timestamp_keys
+from stagecache.extract.formats.tables import format_timestamp
 
 
 def read_excluded(path) -> set[tuple[str, int]]:

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.atomic import atomic_open
-from extract.formats.csv_table import HEADER_FIRST_FIELDS as _HEADER_FIRST_FIELDS, AvaFormatError
+from stagecache.core.atomic import atomic_open
+from stagecache.extract.formats.csv_table import HEADER_FIRST_FIELDS as _HEADER_FIRST_FIELDS, AvaFormatError
 
 
 # ----------------------------------------------------------------------------- PySlowFast frame lists

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from extract.formats.csv_table import AvaFormatError
+from stagecache.extract.formats.csv_table import AvaFormatError
 
 
 # ----------------------------------------------------------------------------- label map

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.formats.common import BOX_NAMES, box_strings, check_values, parse_common, str_list, write_csv
-from extract.formats.csv_table import load_csv
-from extract.formats.tables import Objects, _format_timestamps
+from stagecache.extract.formats.common import BOX_NAMES, box_strings, check_values, parse_common, str_list, write_csv
+from stagecache.extract.formats.csv_table import load_csv
+from stagecache.extract.formats.tables import Objects, _format_timestamps
 
 
 def read_objects(path) -> Objects:

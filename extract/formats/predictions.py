@@ -5,10 +5,10 @@ import re
 
 import numpy as np
 
-from extract.formats.common import BOX_NAMES, box_strings, check_labels, check_values, parse_common, str_list, write_csv
-from extract.formats.csv_table import AvaFormatError, CsvTable, load_csv
-from extract.formats.label_map import LabelMap
-from extract.formats.tables import Predictions, _format_timestamps
+from stagecache.extract.formats.common import BOX_NAMES, box_strings, check_labels, check_values, parse_common, str_list, write_csv
+from stagecache.extract.formats.csv_table import AvaFormatError, CsvTable, load_csv
+from stagecache.extract.formats.label_map import LabelMap
+from stagecache.extract.formats.tables import Predictions, _format_timestamps
 
 
 def refuse_gt_as_predictions(t: CsvTable) -> None:

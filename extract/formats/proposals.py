@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 
-from extract.formats.common import BOX_NAMES, box_strings, check_values, clip_boxes, parse_common, str_list, write_csv
-from extract.formats.csv_table import AvaFormatError, load_csv
-from core.timekeys import timestamp_keys
-from extract.formats.tables import Proposals, _format_timestamps
+from stagecache.extract.formats.common import BOX_NAMES, box_strings, check_values, clip_boxes, parse_common, str_list, write_csv
+from stagecache.extract.formats.csv_table import AvaFormatError, load_csv
+from stagecache.core.timekeys import timestamp_keys
+from stagecache.extract.formats.tables import Proposals, _format_timestamps
 
 
 def read_proposals(path, *, trust_pickle: bool = False) -> Proposals:
@@ -48,7 +48,7 @@ def read_proposals_csv(path) -> Proposals:
 def read_proposals_pickle(path, *, trust: bool = False) -> Proposals:
     """MMAction2 proposals: `{"<video>,<%04d ts>": ndarray (N, 5) x1,y1,x2,y2,score}` (N, 4: score 1).
     Read with the restricted unpickler (numpy arrays and containers only) unless `trust`."""
-    from extract.safe_pickle import load_pickle
+    from stagecache.core.safe_pickle import load_pickle
 
     data = load_pickle(path, trust=trust)
     if not isinstance(data, dict):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 # The keys live in core.timekeys (their one home); re-exported here and by extract.ava_io.
-from core.timekeys import same_timestamp, timestamp_key, timestamp_keys  # noqa: F401
+from stagecache.core.timekeys import same_timestamp, timestamp_key, timestamp_keys  # noqa: F401
 
 # ----------------------------------------------------------------------------- timestamps
 

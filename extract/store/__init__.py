@@ -6,12 +6,12 @@ Layout and guarantees: docs/STORE_SCHEMA.md. Modules: `writer` (StoreWriter, wri
 fragments, chunk readers), `schema` (levels: store array <-> HeadInput field). Import from this
 package; reach into a sub-module only for an internal.
 """
-from extract.store.commit import KILL_ENV
-from extract.store.compact import compact
-from extract.store.io import SCHEMA_VERSION, Location, StoreError
-from extract.store.read import FeatureStore, Tables, open_store
-from extract.store.schema import LEVEL_OF_ARRAY, LEVELS, Level
-from extract.store.writer import (BASE_ARRAYS, VOLATILE_ATTRS, StoreWriter, estimate_bytes, format_bytes,
+from stagecache.extract.store.commit import KILL_ENV
+from stagecache.extract.store.compact import compact
+from stagecache.extract.store.io import SCHEMA_VERSION, Location, StoreError
+from stagecache.extract.store.read import FeatureStore, Tables, open_store
+from stagecache.extract.store.schema import LEVEL_OF_ARRAY, LEVELS, Level
+from stagecache.extract.store.writer import (BASE_ARRAYS, VOLATILE_ATTRS, StoreWriter, estimate_bytes, format_bytes,
                                   write_group)
 
 __all__ = ["SCHEMA_VERSION", "StoreError", "StoreWriter", "write_group", "open_store", "FeatureStore",

@@ -23,7 +23,7 @@ import signal
 import warnings
 from typing import Callable
 
-from extract.store.io import COMMITS, FRAGMENTS, SCHEMA_VERSION, Location, StoreError
+from stagecache.extract.store.io import COMMITS, FRAGMENTS, SCHEMA_VERSION, Location, StoreError
 
 KILL_ENV = "STAGECACHE_KILL_AFTER_COMMITS"
 _commits_done = 0

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.store.commit import Commits, clean_uncommitted, committed_ids, remove_fragment
-from extract.store.io import COMMITS, FRAGMENTS, ArrayReader, Location, axis_of, new_fragment_id
-from extract.store.lock import StoreLock, lock_tag_of, try_lock
-from extract.store.read import FeatureStore, _Frag
-from extract.store.writer import commit_fragment
+from stagecache.extract.store.commit import Commits, clean_uncommitted, committed_ids, remove_fragment
+from stagecache.extract.store.io import COMMITS, FRAGMENTS, ArrayReader, Location, axis_of, new_fragment_id
+from stagecache.extract.store.lock import StoreLock, lock_tag_of, try_lock
+from stagecache.extract.store.read import FeatureStore, _Frag
+from stagecache.extract.store.writer import commit_fragment
 
 
 def _fragment_bytes(f: _Frag) -> int:

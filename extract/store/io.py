@@ -5,7 +5,7 @@ keyframes; `extract/store/writer.py` and `read.py` build the writer and reader o
 """
 from __future__ import annotations
 
-from extract.errors import UserError
+from stagecache.core.errors import UserError
 
 import json
 import os
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from core.atomic import atomic_write_bytes
+from stagecache.core.atomic import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 

@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 
-from extract.store.io import Location, StoreError
+from stagecache.extract.store.io import Location, StoreError
 
 LOCKS = "locks"
 

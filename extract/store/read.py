@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.timekeys import timestamp_keys
-from extract.store.commit import list_manifests
-from extract.store.io import (META, SCHEMA_VERSION, ArrayReader, Location, StoreError, axis_of,
+from stagecache.core.timekeys import timestamp_keys
+from stagecache.extract.store.commit import list_manifests
+from stagecache.extract.store.io import (META, SCHEMA_VERSION, ArrayReader, Location, StoreError, axis_of,
                               read_root_attrs)
 
 if TYPE_CHECKING:

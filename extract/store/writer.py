@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 
-from extract.store.commit import clean_uncommitted, list_manifests, remove_fragment, write_manifests
-from extract.store.io import (META, SCHEMA_VERSION, Location, StoreError, axis_of, new_fragment_id,
+from stagecache.extract.store.commit import clean_uncommitted, list_manifests, remove_fragment, write_manifests
+from stagecache.extract.store.io import (META, SCHEMA_VERSION, Location, StoreError, axis_of, new_fragment_id,
                               project_version, read_root_attrs, write_fragment)
-from extract.store.lock import StoreLock, lock_tag_of
-from extract.store.read import Tables, open_store
+from stagecache.extract.store.lock import StoreLock, lock_tag_of
+from stagecache.extract.store.read import Tables, open_store
 
 BASE_ARRAYS = ("actor_box", "actor_score", "actor_is_gt", "actor_labels", "actor_track",
                "object_box", "object_class", "object_score")

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from extract.store.schema import LEVELS
-from extract.synthetic.scene import (FIRST_KEYFRAME, OBJECT_CLASSES, POSES, VIDEO_START, VideoSim, keyframes_for,
+from stagecache.extract.store.schema import LEVELS
+from stagecache.extract.synthetic.scene import (FIRST_KEYFRAME, OBJECT_CLASSES, POSES, VIDEO_START, VideoSim, keyframes_for,
                                      seconds_for, simulate_video, video_name)
-from extract.synthetic.store import CODE_SEED, feature_codes, make_feature_store, video_arrays
-from extract.synthetic.video import make_video_dataset, render_frames, write_label_files, write_video
-from extract.synthetic.world import (GROUPS, LABEL_IDS, LABEL_NAMES, R_ACT, R_OBJ, World, label_rates, label_rules,
+from stagecache.extract.synthetic.store import CODE_SEED, feature_codes, make_feature_store, video_arrays
+from stagecache.extract.synthetic.video import make_video_dataset, render_frames, write_label_files, write_video
+from stagecache.extract.synthetic.world import (GROUPS, LABEL_IDS, LABEL_NAMES, R_ACT, R_OBJ, World, label_rates, label_rules,
                                      simulate_proposals, simulate_world, video_tables)
 
 __all__ = [

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.store.schema import LEVELS
-from extract.synthetic.levels import context_codes, context_level, roi_level, scene_maps, temporal_level
-from extract.synthetic.scene import FIRST_KEYFRAME, OBJECT_CLASSES, POSES, simulate_video, split_code, video_name
-from extract.synthetic.world import GROUPS, LABEL_IDS, LABEL_NAMES, simulate_proposals, video_tables
+from stagecache.extract.store.schema import LEVELS
+from stagecache.extract.synthetic.levels import context_codes, context_level, roi_level, scene_maps, temporal_level
+from stagecache.extract.synthetic.scene import FIRST_KEYFRAME, OBJECT_CLASSES, POSES, simulate_video, split_code, video_name
+from stagecache.extract.synthetic.world import GROUPS, LABEL_IDS, LABEL_NAMES, simulate_proposals, video_tables
 
 CODE_SEED = 20240917  # fixed: pose / class codes must be identical across splits and seeds
 
@@ -181,7 +181,7 @@ def make_feature_store(
     """Write a feature-level synthetic store at `path` (see the module docstring); returns `path`.
 
     `levels`: extra backbone levels to draw, a subset of ("roi", "temporal", "context")."""
-    from extract.store import StoreWriter
+    from stagecache.extract.store import StoreWriter
 
     for name, val, lo in (("n_videos", n_videos, 1), ("keyframes_per_video", keyframes_per_video, 1),
                           ("actor_dim", actor_dim, 1), ("object_dim", object_dim, 1),

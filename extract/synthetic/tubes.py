@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.datasets.tubes_pkl import dataset_spec, tube_inputs
+from stagecache.extract.datasets.tubes_pkl import dataset_spec, tube_inputs
 
 PICKLE_NAMES = {"jhmdb": "JHMDB-GT.pkl", "ucf24": "UCF101v2-GT.pkl"}
 COLOURS = ("red", "green")
@@ -139,8 +139,8 @@ def make_tube_feature_store(pkl: str | Path, out: str | Path, *, dataset: str, s
 
     Rows are the ones `extract features` writes for that split (extract.actors.RowBuilder on the
     same GT rows); `actor_pooled` = COLOUR_CODE[own colour] + noise * N(0, 1/dim)."""
-    from extract.actors import RowBuilder
-    from extract.store import StoreWriter
+    from stagecache.extract.actors import RowBuilder
+    from stagecache.extract.store import StoreWriter
 
     pkl = Path(pkl)
     t = tube_inputs(dataset, str(pkl), split, str(pkl.parent))

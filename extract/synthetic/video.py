@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_path
-from extract import ava_io
-from extract.synthetic.scene import FIRST_KEYFRAME, OBJECT_CLASSES, VIDEO_START, VideoSim, keyframes_for, split_code
-from extract.synthetic.world import (GROUPS, LABEL_IDS, LABEL_NAMES, R_ACT, R_OBJ, World, simulate_proposals,
+from stagecache.core.atomic import atomic_path
+from stagecache.extract import ava_io
+from stagecache.extract.synthetic.scene import FIRST_KEYFRAME, OBJECT_CLASSES, VIDEO_START, VideoSim, keyframes_for, split_code
+from stagecache.extract.synthetic.world import (GROUPS, LABEL_IDS, LABEL_NAMES, R_ACT, R_OBJ, World, simulate_proposals,
                                      simulate_world)
 
 POSE_COLOURS = np.array([[210, 50, 50], [50, 190, 60], [50, 80, 230]], dtype=np.uint8)
@@ -212,7 +212,7 @@ def make_video_dataset(
         ava_io.write_excluded(out / files["excluded"], excluded)
         info_splits[split] = {"videos": world.video_names, **files}
     info = {
-        "generator": "extract.synthetic.make_video_dataset",
+        "generator": "stagecache.extract.synthetic.make_video_dataset",
         "seed": seed,
         "fps": fps,
         "width": width,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extract.synthetic.scene import BIKE, CUP, FIRST_KEYFRAME, STAND, VideoSim, simulate_video, split_code
+from stagecache.extract.synthetic.scene import BIKE, CUP, FIRST_KEYFRAME, STAND, VideoSim, simulate_video, split_code
 
 LABEL_IDS: list[int] = [1, 2, 3, 4, 5, 6, 7]
 LABEL_NAMES: list[str] = ["stand", "sit", "lie", "hold cup", "ride bike", "talk to", "get up"]

@@ -1,1 +1,1 @@
-"""Click commands, one module per area; assembled in pipelines/cli.py."""
+"""Click commands, one module per area; assembled in pipelines/commands/cli.py."""

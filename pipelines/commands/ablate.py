@@ -7,14 +7,14 @@ import sys
 
 import click
 
-from extract.errors import UserError
+from stagecache.core.errors import UserError
 
 
 
 def parse_head_args(pairs: tuple[str, ...]) -> dict:
     """`--head-arg` / `--train-arg KEY=VALUE` for a sweep over several heads, so untyped: true/false/
     yes/no -> bool, else JSON, else the string. Each run's train() checks the head keywords against
-    the head's signature (pipelines/preflight.py) before it writes anything."""
+    the head's signature (pipelines/training/preflight.py) before it writes anything."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
@@ -50,14 +50,14 @@ def _grid(pairs: tuple[str, ...]) -> dict[str, list]:
 
 
 def _preset_names() -> list[str]:
-    from pipelines.ablate_spec import presets
+    from stagecache.pipelines.ablation.spec import presets
 
     return list(presets())
 
 
 @click.command(context_settings={"show_default": True})
 @click.option("--preset", default="", help=f"Shipped spec: {', '.join(_preset_names())}.")
-@click.option("--spec", "spec_file", default="", help="YAML spec file (format: pipelines/ablate.py docstring).")
+@click.option("--spec", "spec_file", default="", help="YAML spec file (format: pipelines/ablation/sweep.py docstring).")
 @click.option("--head", "heads", multiple=True, help="Instead of a spec: one configuration per head (repeatable).")
 @click.option("--head-arg", "head_args", multiple=True, metavar="KEY=VALUE", help="With --head: head keyword for every configuration.")
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2", help="With --head: grid over a head keyword (repeatable; product).")
@@ -80,7 +80,7 @@ def ablate_cli(**kw):
     """Train every configuration x seed of an ablation spec on one store pair and write results.csv,
     results.md (mean ± std over seeds, per class group, grid), gain_*.png and spec.json. Finished runs
     are skipped on a rerun."""
-    from pipelines.ablate import AblateArgs, ablate
+    from stagecache.pipelines.ablation.sweep import AblateArgs, ablate
 
     train = parse_head_args(kw["train_args"])
     for key in ("epochs", "batch_size", "lr", "device"):
@@ -95,7 +95,7 @@ def ablate_cli(**kw):
             command_line=shlex.join(sys.argv),
         )
         result = ablate(args, echo=lambda m: click.echo(m, err=True))
-    except UserError:  # the CLI's one error path prints it (pipelines/cli.py)
+    except UserError:  # the CLI's one error path prints it (pipelines/commands/cli.py)
         raise
     except (ValueError, FileExistsError) as e:
         raise click.UsageError(str(e)) from None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from pipelines.commands.options import BOXES
+from stagecache.pipelines.commands.options import BOXES
 
 
 @click.command(context_settings={"show_default": True})
@@ -21,7 +21,7 @@ from pipelines.commands.options import BOXES
 def write_bank_cli(run_dir, stores, group, boxes, score_threshold, checkpoint, batch_size, device, no_progress):
     """Write the first-order actor-context relation maps of a trained acar head into each store
     (ACAR-Net Sec. 3.3, stage two of the ACFB flow); then train with --head-arg bank=true --bank-group."""
-    from pipelines.acfb import write_relation_bank
+    from stagecache.pipelines.training.acfb import write_relation_bank
 
     for store in stores:
         try:

@@ -1,4 +1,4 @@
-"""`cache`: inspect, check, convert and compact feature stores (logic in pipelines/cache_tools.py; compaction in extract/store/compact.py)."""
+"""`cache`: inspect, check, convert and compact feature stores (logic in pipelines/tools/cache.py; compaction in extract/store/compact.py)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from extract.errors import UserError
-from extract.store import StoreError
+from stagecache.core.errors import UserError
+from stagecache.extract.store import StoreError
 
 
 @click.group("cache")
@@ -27,7 +27,7 @@ def _fail(e: Exception):
               help="Print the info as JSON instead of a table.")
 def info_cmd(store, as_json):
     """Counts, dims and bytes per array of STORE (path or fsspec URL)."""
-    from pipelines.cache_tools import format_info, store_info
+    from stagecache.pipelines.tools.cache import format_info, store_info
 
     try:
         info = store_info(store)
@@ -42,7 +42,7 @@ def info_cmd(store, as_json):
               help="Also check the store's label ids against this pbtxt (default: no check).")
 def verify_cmd(store, label_map):
     """Check offsets, NaN/Inf, boxes, completeness and labels; exit 1 on problems."""
-    from pipelines.cache_tools import verify_store
+    from stagecache.pipelines.tools.cache import verify_store
 
     problems = verify_store(store, label_map=label_map)
     for p in problems:
@@ -68,7 +68,7 @@ def verify_cmd(store, label_map):
                    "(STAGE layouts; needs base/object_feature).")
 def export_cmd(store, out, layout, backbone, objects):
     """Write STORE to OUT (an HDF5 file, or a directory for --layout stage-i3d)."""
-    from pipelines.cache_tools import export_h5
+    from stagecache.pipelines.tools.cache import export_h5
 
     try:
         export_h5(store, out, layout=layout, backbone=backbone, objects=objects)
@@ -110,7 +110,7 @@ def import_cmd(src, store, layout, objects, object_names, split, label_map, labe
                no_progress):
     """Build STORE from SRC (an HDF5 file, or STAGE's I3D actors directory). STAGE imports commit
     video by video: rerunning a killed import resumes it."""
-    from pipelines.cache_tools import import_h5
+    from stagecache.pipelines.tools.cache import import_h5
 
     try:
         got = import_h5(src, store, layout=layout, split=split, label_map=label_map, label_columns=label_columns,
@@ -132,7 +132,7 @@ def import_cmd(src, store, layout, objects, object_names, split, label_map, labe
 def compact_cmd(store, target_mb, stale_minutes, dry_run):
     """Merge small fragments of STORE and remove leftovers. Live writers of a local store are safe
     (their files are left alone); on fsspec stores run it when no writer is active."""
-    from extract.store import compact
+    from stagecache.extract.store import compact
 
     try:
         rep = compact(store, target_bytes=target_mb << 20, stale_seconds=stale_minutes * 60,

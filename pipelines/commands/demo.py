@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from pipelines.commands.options import dataclass_options
-from pipelines.demo import DEMOS, DemoArgs
+from stagecache.pipelines.commands.options import dataclass_options
+from stagecache.pipelines.tools.demo import DEMOS, DemoArgs
 
 
 @click.command(context_settings={"show_default": True})
@@ -12,7 +12,7 @@ from pipelines.demo import DEMOS, DemoArgs
 def demo_cli(**kw):
     """Generate synthetic data, extract features (random-init backbone), train linear and stage,
     evaluate them, run a small ablation, and print the table and where the plots are."""
-    from pipelines.demo import print_report, run_demo
+    from stagecache.pipelines.tools.demo import print_report, run_demo
 
     try:
         args = DemoArgs(**kw)

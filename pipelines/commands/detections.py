@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from extract.detectors.job import DetectionsArgs
-from pipelines.commands.options import dataclass_options
+from stagecache.extract.detectors.job import DetectionsArgs
+from stagecache.pipelines.commands.options import dataclass_options
 
 _FILE = click.Path(exists=True, dir_okay=False)
 _UNIT = click.FloatRange(0, 1)
@@ -30,7 +30,7 @@ _IOU = click.FloatRange(0, 1, min_open=True)
 )
 def detections_cmd(**kw) -> None:
     """Run a person detector and/or the VG object detector over keyframes; write AVA-style CSVs."""
-    from extract.detectors.job import run_detections
+    from stagecache.extract.detectors.job import run_detections
 
     kw["videos"] = tuple(kw["videos"])
     try:

@@ -1,9 +1,9 @@
-"""`evaluate`: AVA frame-mAP of a predictions CSV, official / PySlowFast / MMAction2 protocol (logic in pipelines/evaluate.py)."""
+"""`evaluate`: AVA frame-mAP of a predictions CSV, official / PySlowFast / MMAction2 protocol (logic in pipelines/evaluation/ava.py)."""
 from __future__ import annotations
 
 import click
 
-from pipelines.evaluate import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_evaluate
+from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_evaluate
 
 
 @click.command("evaluate")
@@ -31,7 +31,7 @@ from pipelines.evaluate import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_e
 @click.option("--single-label", is_flag=True, default=False, show_default=True,
               help="Single-label datasets (JHMDB-21, UCF101-24): each GT box must have one label; no cap.")
 @click.option("--dataset", default="ava", show_default=True, type=click.Choice(["ava", "jhmdb", "ucf24"]),
-              help="jhmdb / ucf24: --gt is the ACT GT pickle; frame-mAP and video-mAP (pipelines/tube_eval.py).")
+              help="jhmdb / ucf24: --gt is the ACT GT pickle; frame-mAP and video-mAP (pipelines/evaluation/tubes.py).")
 @click.option("--split", "tube_splits", multiple=True, type=int, help="jhmdb/ucf24: split of each --pred (default 1).")
 @click.option("--fps", default=None, type=float, show_default="jhmdb 30, ucf24 25 (as extraction)",
               help="jhmdb/ucf24: frame rate that turned frames into timestamps at extraction.")
@@ -43,8 +43,8 @@ from pipelines.evaluate import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_e
 def evaluate_cli(gt, pred, label_map, excluded, no_cap, iou, json_path, plots, plot_by, groups, single_label,
                  dataset, tube_splits, fps, min_tube_length, protocol):
     """Frame-mAP of PRED against GT (ActivityNet AVA protocol unless --protocol)."""
-    if dataset != "ava":  # JHMDB-21 / UCF101-24 (pipelines/tube_eval.py)
-        from pipelines.tube_eval import TubeEvalArgs, run_tube_eval
+    if dataset != "ava":  # JHMDB-21 / UCF101-24 (pipelines/evaluation/tubes.py)
+        from stagecache.pipelines.evaluation.tubes import TubeEvalArgs, run_tube_eval
         try:
             targs = TubeEvalArgs(dataset=dataset, gt=gt, preds=list(pred), splits=list(tube_splits) or [1], fps=fps,
                                  iou=iou, min_tube_length=min_tube_length, json_path=json_path)

@@ -1,7 +1,7 @@
 """`extract features`: click options -> `extract.features.ExtractArgs` -> `run_extract`.
 
 The `extract` group is `extract_cli`; the `detections` subcommand lives in another module and is
-added to this group by pipelines/cli.py.
+added to this group by pipelines/commands/cli.py.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 
 import click
 
-from extract.backbones import BACKBONES
-from extract.store import LEVELS
+from stagecache.extract.backbones import BACKBONES
+from stagecache.extract.store import LEVELS
 
 
 def _json_dict(ctx, param, value):
@@ -138,9 +138,9 @@ def extract_cli():
 @click.option("--limit-videos", default=None, type=int, show_default=True, help="Only the first N videos.")
 def features_cmd(**kw):
     """Backbone RoI features of every actor box into the feature store (resumable, sharded)."""
-    from extract.datasets import TUBE_DATASETS
-    from extract.datasets.tubes_pkl import split_name
-    from extract.features import ExtractArgs, run_extract
+    from stagecache.extract.datasets import TUBE_DATASETS
+    from stagecache.extract.datasets.tubes_pkl import split_name
+    from stagecache.extract.features import ExtractArgs, run_extract
 
 
     side, tube = kw.pop("side"), TUBE_DATASETS.get(kw["dataset"])
@@ -179,8 +179,8 @@ def tracks_cmd(store, iou_threshold, max_gap, separate_gt):
 
     Heads that need identities (igmn) read it instead of base/actor_track, which holds only the
     annotation's person ids (-1 on detector boxes)."""
-    from extract.store import StoreError
-    from extract.tracking import write_tracks
+    from stagecache.extract.store import StoreError
+    from stagecache.extract.tracking import write_tracks
 
     try:
         ids = write_tracks(store, iou_threshold=iou_threshold, max_gap=max_gap, separate_gt=separate_gt)

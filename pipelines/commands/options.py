@@ -13,7 +13,7 @@ What only click knows stays in the command module: another option name (`decls`,
 `out_dir`) and a stricter click type (`types`: Choice, IntRange, Path(exists=True)). An option
 that does not map 1:1 onto a field (a repeated `KEY=VALUE` parsed into a dict, a flag that sets
 another field, a default that depends on another option) stays an explicit `click.option`;
-tests/pipelines/test_options.py checks every option of every command against its dataclass
+tests/pipelines/commands/test_options.py checks every option of every command against its dataclass
 either way.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import click
 
-from core.boxes import BOX_SETS
+from stagecache.core.boxes import BOX_SETS
 
 
 # The actor boxes a command reads from a store (`base/actor_is_gt` rows, proposal rows, or both).

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from extract.errors import UserError
-from extract.synthetic import FeatureStoreArgs, VideoDatasetArgs
-from pipelines.commands.options import dataclass_options, default_of
+from stagecache.core.errors import UserError
+from stagecache.extract.synthetic import FeatureStoreArgs, VideoDatasetArgs
+from stagecache.pipelines.commands.options import dataclass_options, default_of
 
 
 @click.group("synth")
@@ -27,7 +27,7 @@ def videos_cmd(splits, **kw) -> None:
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     try:
         out = VideoDatasetArgs(splits=split_names, **kw).run()
-    except UserError:  # the CLI's one error path prints it (pipelines/cli.py)
+    except UserError:  # the CLI's one error path prints it (pipelines/commands/cli.py)
         raise
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
@@ -50,7 +50,7 @@ def store_cmd(levels, **kw) -> None:
     """Write a feature-level synthetic store (no video) for tests and benchmarks."""
     try:
         FeatureStoreArgs(progress=True, levels=[v.strip() for v in levels.split(",") if v.strip()], **kw).run()
-    except UserError:  # the CLI's one error path prints it (pipelines/cli.py)
+    except UserError:  # the CLI's one error path prints it (pipelines/commands/cli.py)
         raise
     except ValueError as e:
         raise click.BadParameter(str(e)) from None

@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from heads import HEADS
-from pipelines.commands.options import BOXES, dataclass_options
-from pipelines.preflight import parse_head_args, preflight_predict
-from pipelines.predict import PredictArgs
+from stagecache.heads import HEADS
+from stagecache.pipelines.commands.options import BOXES, dataclass_options
+from stagecache.pipelines.training.preflight import parse_head_args, preflight_predict
+from stagecache.pipelines.training.predict import PredictArgs
 
 
 def _ids(text: str) -> list[int]:
@@ -67,7 +67,7 @@ def _ids(text: str) -> list[int]:
 def train_head_cli(**kw):
     """Train a head on cached features (a train store and a val store) and write a run directory:
     config.json, metrics.jsonl, last.pt, best.pt, val_predictions.csv, per_class_ap.json."""
-    from pipelines.train import TrainArgs, train
+    from stagecache.pipelines.training.train import TrainArgs, train
 
     head_args = parse_head_args(kw["head"], kw["head_args"])  # HeadArgError before anything runs
     try:
@@ -89,7 +89,7 @@ def train_head_cli(**kw):
     summary = train(args)
     click.echo(f"best val mAP {summary['best_val_map'] * 100:.2f} at epoch {summary['best_epoch']}; run: {summary['run_dir']}")
     if kw["retrain_classifier"] == "balanced":
-        from pipelines.balanced import retrain_classifier_balanced
+        from stagecache.pipelines.training.balanced import retrain_classifier_balanced
 
         bal = retrain_classifier_balanced(summary["run_dir"], epochs=kw["retrain_epochs"], device=args.device,
                                           progress=args.progress)
@@ -101,9 +101,9 @@ def train_head_cli(**kw):
 @dataclass_options(PredictArgs, decls={"run_dir": "--run"}, types={"boxes": BOXES, "batch_size": click.IntRange(min=1)})
 def predict_cli(**kw):
     """Run a trained head over any store and write an AVA predictions CSV."""
-    from pipelines.predict import predict
+    from stagecache.pipelines.training.predict import predict
 
-    if not os.path.isfile(kw["run_dir"]):  # an official STAGE checkpoint is checked by pipelines/init_from.py
+    if not os.path.isfile(kw["run_dir"]):  # an official STAGE checkpoint is checked by pipelines/training/init_from.py
         preflight_predict(kw["run_dir"], kw["checkpoint"], kw["store"])  # one-line errors before any work
     path = predict(PredictArgs(**kw))
     click.echo(f"wrote {path}")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from extract.errors import UserError
-from pipelines.commands.options import BOXES, dataclass_options
-from pipelines.visualize import VisualizeArgs
+from stagecache.core.errors import UserError
+from stagecache.pipelines.commands.options import BOXES, dataclass_options
+from stagecache.pipelines.tools.visualize import VisualizeArgs
 
 
 @click.command(context_settings={"show_default": True})
@@ -13,11 +13,11 @@ from pipelines.visualize import VisualizeArgs
 def visualize_cli(**kw):
     """Draw a keyframe with its boxes, predicted labels and scores; with --run, STAGE attention lines
     from each actor to its neighbours and ACAR-Net HR2O attention heat maps."""
-    from pipelines.visualize import run_visualize
+    from stagecache.pipelines.tools.visualize import run_visualize
 
     try:
         files = run_visualize(VisualizeArgs(**kw))
-    except UserError:  # the CLI's one error path prints it (pipelines/cli.py)
+    except UserError:  # the CLI's one error path prints it (pipelines/commands/cli.py)
         raise
     except ValueError as e:
         raise click.UsageError(str(e)) from None

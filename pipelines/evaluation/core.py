@@ -100,7 +100,7 @@ def match(d_group: np.ndarray, d_box: np.ndarray, g_group: np.ndarray, g_box: np
     that box. A detection never falls back to its second-best box. Boxes x1, y1, x2, y2 in the dtype
     the evaluator computes in (`kernels.match_groups`).
     """
-    from pipelines.evaluation.kernels import match_groups  # numba compiles on first use (then cached)
+    from stagecache.pipelines.evaluation.kernels import match_groups  # numba compiles on first use (then cached)
 
     nd = d_group.size
     if nd == 0 or g_group.size == 0:

@@ -54,7 +54,7 @@ def official_heap(chunks: Iterable[HeapChunk], starts: np.ndarray, class_ids: np
                   keep_run: np.ndarray | None, cap: int) -> Kept:
     """Kept rows of every keyframe; `starts` (R + 1,): first row of each keyframe (rows contiguous).
     `cap` < 1: no cap (ground truth); `keep_run`: (R,) bool, keyframes not excluded (None: all)."""
-    from pipelines.evaluation.kernels import heap_chunk  # numba compiles on first use (then cached)
+    from stagecache.pipelines.evaluation.kernels import heap_chunk  # numba compiles on first use (then cached)
 
     R = starts.size - 1
     hcap = cap if cap >= 1 else int(np.diff(starts).max(initial=0))  # most rows one heap can hold

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.errors import UserError
-from pipelines.evaluation.core import class_index, first_appearance_ids, grouped_desc_order, match, member, per_class_ap
-from pipelines.evaluation.heap_order import HeapChunk, Kept, official_heap
+from stagecache.core.errors import UserError
+from stagecache.pipelines.evaluation.core import class_index, first_appearance_ids, grouped_desc_order, match, member, per_class_ap
+from stagecache.pipelines.evaluation.heap_order import HeapChunk, Kept, official_heap
 
 PROTOCOLS = ("official", "pyslowfast", "mmaction2")
 
@@ -85,7 +85,7 @@ def _mean_by_id(aps: np.ndarray, class_ids: np.ndarray) -> float:
 def frame_map_arrays(gt_kf, gt_box, gt_class, det_kf, det_box, det_class, det_score, *, class_ids,
                      excluded_kf=None, protocol: str = "official", max_dets_per_kf: int | None = 50,
                      iou_threshold: float = 0.5, gt_score=None, keep_curves: bool = False) -> dict:
-    """Per-class AP, counts and mAP of one protocol; see `pipelines.evaluate.frame_map`."""
+    """Per-class AP, counts and mAP of one protocol; see `pipelines.evaluation.ava.frame_map`."""
     if protocol not in _RUNNERS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {list(PROTOCOLS)}")
     class_ids = np.asarray(sorted(int(c) for c in class_ids), dtype=np.int64)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from core.atomic import TMP_PREFIX, atomic_open, atomic_path, atomic_write_bytes
+from stagecache.core.atomic import TMP_PREFIX, atomic_open, atomic_path, atomic_write_bytes
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from core.boxes import BOX_SETS, box_iou, box_iou_torch, check_box_set, select_actors
+from stagecache.core.boxes import BOX_SETS, box_iou, box_iou_torch, check_box_set, select_actors
 
 # Hand-computed: [0,0,2,2] vs [1,1,3,3]: inter 1, union 4 + 4 - 1 = 7; vs [2,0,4,2]: touching, 0;
 # vs itself 1; a zero-area box against itself has an empty union: 0 (not NaN).

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from extract import ava_io
-from extract.ava_io import AvaFormatError
-from extract.formats.csv_table import _from_rows, load_csv, read_rows
+from stagecache.extract import ava_io
+from stagecache.extract.ava_io import AvaFormatError
+from stagecache.extract.formats.csv_table import _from_rows, load_csv, read_rows
 
 AVA60 = "/work/shared/data/ava_action_list_60_for_activitynet.pbtxt"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from extract.backbones import BACKBONES, Sampling, build_backbone
+from stagecache.extract.backbones import BACKBONES, Sampling, build_backbone
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.backbones import build_backbone
-from extract.checkpoints import CheckpointError, caffe2_name_to_pyslowfast, load_checkpoint
+from stagecache.extract.backbones import build_backbone
+from stagecache.extract.checkpoints import CheckpointError, caffe2_name_to_pyslowfast, load_checkpoint
 
 torch.set_num_threads(1)
 

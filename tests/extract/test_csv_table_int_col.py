@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from extract.formats.csv_table import AvaFormatError, CsvTable
+from stagecache.extract.formats.csv_table import AvaFormatError, CsvTable
 
 
 def _table(values: np.ndarray) -> CsvTable:

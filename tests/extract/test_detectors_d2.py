@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from extract.detectors import build_object_detector, build_person_detector
+from stagecache.extract.detectors import build_object_detector, build_person_detector
 
 torch.set_num_threads(1)
 HAVE_D2 = importlib.util.find_spec("detectron2") is not None
@@ -26,8 +26,8 @@ def test_missing_detectron2_says_how_to_install(tmp_path):
 def vg_pair(tmp_path_factory):
     """A random-weight VG checkpoint (published pickle layout) and the built-in model loaded from it."""
     pytest.importorskip("detectron2")
-    from extract.detectors.vg import VGDetector
-    from extract.detectors.vg_convert import to_d2_arrays, write_d2_pickle
+    from stagecache.extract.detectors.vg import VGDetector
+    from stagecache.extract.detectors.vg_convert import to_d2_arrays, write_d2_pickle
 
     torch.manual_seed(0)
     small = dict(min_size=96, max_size=120, rpn_pre_nms_topk=300, rpn_post_nms_topk=6, score_thresh=0.0,
@@ -53,7 +53,7 @@ def test_backbone_matches_detectron2_resnet(vg_pair):
     cfg.MODEL.RESNETS.NORM = "FrozenBN"
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
     bb = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
-    from extract.detectors.vg_convert import read_d2_checkpoint
+    from stagecache.extract.detectors.vg_convert import read_d2_checkpoint
     arrays = read_d2_checkpoint(path)
     sd = {k[len("backbone."):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("backbone.")}
     missing, unexpected = bb.load_state_dict(sd, strict=False)
@@ -71,7 +71,7 @@ def test_full_vg_matches_detectron2_fork(vg_pair):
     if "Res5ROIHeadsForVGStride" not in ROI_HEADS_REGISTRY or not os.environ.get("STAGECACHE_VG_D2_CONFIG"):
         pytest.skip("needs py-bottom-up-attention's detectron2 and STAGECACHE_VG_D2_CONFIG")
     path, _, small = vg_pair
-    from extract.detectors.vg import VGDetector
+    from stagecache.extract.detectors.vg import VGDetector
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

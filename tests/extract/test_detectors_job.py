@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 torch.set_num_threads(1)
-ava_io = pytest.importorskip("extract.ava_io")
+ava_io = pytest.importorskip("stagecache.extract.ava_io")
 
 
 def _b64(a):
@@ -19,7 +19,7 @@ def _b64(a):
 
 @pytest.fixture()
 def data(tmp_path):
-    from extract.synthetic import write_video
+    from stagecache.extract.synthetic import write_video
 
     vdir = tmp_path / "videos"
     vdir.mkdir()
@@ -37,7 +37,7 @@ def data(tmp_path):
 
 
 def test_job_with_video_frames(data):
-    from extract.detectors.job import DetectionsArgs, run_detections
+    from stagecache.extract.detectors.job import DetectionsArgs, run_detections
 
     args = DetectionsArgs(video_dir=str(data / "videos"), out_dir=str(data / "out"), timestamps="1:2",
                           fps=8, person_detector="precomputed", person_file=str(data / "props.csv"),
@@ -71,8 +71,8 @@ def test_job_with_video_frames(data):
 
 
 def test_command_and_validation(data):
-    from extract.detectors.job import DetectionsArgs
-    from pipelines.commands.detections import detections_cmd
+    from stagecache.extract.detectors.job import DetectionsArgs
+    from stagecache.pipelines.commands.detections import detections_cmd
 
     kf = data / "kf.csv"
     kf.write_text("vid_a,0002,0.1,0.1,0.2,0.2,-1,1\n")
@@ -111,7 +111,7 @@ def test_command_and_validation(data):
 
 
 def test_keyframe_csv_is_deduplicated_by_millisecond_key(tmp_path):
-    from extract.detectors.job import read_keyframe_csv
+    from stagecache.extract.detectors.job import read_keyframe_csv
 
     p = tmp_path / "kf.csv"
     p.write_text("video,timestamp\nv,902\nv,0902\nv,902.0004\nv,903.5\nw,1\n")

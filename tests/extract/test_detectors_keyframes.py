@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.detectors.keyframes import detect_keyframes, frames_to_tensor, read_keyframes
-from extract.video import VideoReadError
+from stagecache.extract.detectors.keyframes import detect_keyframes, frames_to_tensor, read_keyframes
+from stagecache.extract.video import VideoReadError
 
 
 class _Reader:

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from extract.detectors import (PERSON_DETECTORS, Detections, NoObjectDetector, build_object_detector,
+from stagecache.extract.detectors import (PERSON_DETECTORS, Detections, NoObjectDetector, build_object_detector,
                                build_person_detector)
-from extract.detectors._common import filter_people
-from extract.random_init import RandomWeightsWarning
+from stagecache.extract.detectors._common import filter_people
+from stagecache.extract.random_init import RandomWeightsWarning
 
 torch.set_num_threads(1)
 SMALL = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=40)
@@ -113,7 +113,7 @@ def test_registry_errors():
 
 
 def test_proposals_csv_round_trip_and_precomputed(tv_detector, tmp_path):
-    ava_io = pytest.importorskip("extract.ava_io")
+    ava_io = pytest.importorskip("stagecache.extract.ava_io")
     torch.manual_seed(1)
     frames = torch.rand(2, 3, 64, 80)
     with pytest.warns(RandomWeightsWarning):
@@ -144,8 +144,8 @@ def test_person_weights_file_through_safe_pickle(tmp_path):
     refused (nothing runs), a truncated or missing file is a one-line UserError naming it."""
     from datetime import date
 
-    from extract.detectors.person import load_state_dict_file
-    from extract.errors import UserError
+    from stagecache.extract.detectors.person import load_state_dict_file
+    from stagecache.core.errors import UserError
 
     evil = tmp_path / "evil.pth"
     torch.save({"model": {"made": date(2020, 1, 1)}}, evil)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.detectors import build_object_detector
-from extract.detectors.precomputed import parse_image_id
+from stagecache.extract.detectors import build_object_detector
+from stagecache.extract.detectors.precomputed import parse_image_id
 
 
 def _b64(a):

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from extract.detectors import ObjectDetections, build_object_detector
-from extract.random_init import RandomWeightsWarning
-from extract.detectors.vg import (VGDetector, apply_deltas, cell_anchors, grid_anchors, postprocess_vg,
+from stagecache.extract.detectors import ObjectDetections, build_object_detector
+from stagecache.extract.random_init import RandomWeightsWarning
+from stagecache.extract.detectors.vg import (VGDetector, apply_deltas, cell_anchors, grid_anchors, postprocess_vg,
                                   select_objects)
-from extract.detectors.vg_convert import convert_d2_state, read_d2_checkpoint, to_d2_arrays, write_d2_pickle
+from stagecache.extract.detectors.vg_convert import convert_d2_state, read_d2_checkpoint, to_d2_arrays, write_d2_pickle
 
 torch.set_num_threads(1)
 SMALL = dict(min_size=96, max_size=120, rpn_pre_nms_topk=300, rpn_post_nms_topk=6)

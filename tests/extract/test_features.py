@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from extract import ava_io
-from extract.actors import RowBuilder
-from extract.backbones import build_backbone
-from extract.features import ExtractArgs, run_extract, shard_videos
-from extract.roi import pool_rois
-from extract.store import StoreError, open_store
-from extract.synthetic import make_video_dataset
-from core.boxes import box_iou
-from extract.video import VideoReader
+from stagecache.extract import ava_io
+from stagecache.extract.actors import RowBuilder
+from stagecache.extract.backbones import build_backbone
+from stagecache.extract.features import ExtractArgs, run_extract, shard_videos
+from stagecache.extract.roi import pool_rois
+from stagecache.extract.store import StoreError, open_store
+from stagecache.extract.synthetic import make_video_dataset
+from stagecache.core.boxes import box_iou
+from stagecache.extract.video import VideoReader
 from tests.extract.store.helpers import fork_call, wait_child
 
 torch.set_num_threads(1)
@@ -183,7 +183,7 @@ def test_context_level_when_every_keyframe_is_past_the_end(ds, tmp_path):
 
 
 def test_second_writer_of_a_shard_refused(ds, tmp_path):
-    from extract.store import StoreWriter
+    from stagecache.extract.store import StoreWriter
 
     out = tmp_path / "two.zarr"
     lm = ava_io.read_label_map(ds / "annotations/label_map.pbtxt")
@@ -258,7 +258,7 @@ def test_resume_writes_the_group_a_video_lacks(ds, full_run, tmp_path):
 def test_cli_features_exits_nonzero_on_failed_video(ds, tmp_path):
     from click.testing import CliRunner
 
-    from pipelines.commands.extract import extract_cli
+    from stagecache.pipelines.commands.extract import extract_cli
 
     vids = tmp_path / "videos"
     vids.mkdir()
@@ -278,7 +278,7 @@ def test_cli_features_exits_nonzero_on_failed_video(ds, tmp_path):
 
 
 def test_person_detector_on_keyframe_frames(ds, tmp_path, monkeypatch):
-    from extract import detectors
+    from stagecache.extract import detectors
 
     seen = []
 

@@ -5,8 +5,8 @@ import torch
 from torch.testing import assert_close
 from torchvision.ops import roi_align
 
-from extract.backbones import build_backbone
-from extract.roi import pool_rois
+from stagecache.extract.backbones import build_backbone
+from stagecache.extract.roi import pool_rois
 
 torch.set_num_threads(1)
 

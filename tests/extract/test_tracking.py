@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.boxes import box_iou
-from extract.tracking import track_boxes, write_tracks
+from stagecache.core.boxes import box_iou
+from stagecache.extract.tracking import track_boxes, write_tracks
 
 
 def scene():
@@ -94,7 +94,7 @@ def test_hungarian_beats_greedy_and_threshold():
 
 
 def test_write_tracks_to_store(tmp_path):
-    from extract.store import StoreWriter, open_store
+    from stagecache.extract.store import StoreWriter, open_store
 
     rows = scene()
     path = str(tmp_path / "store")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from extract import ava_io
-from extract.datasets.tube_boxes import jitter_boxes, jittered_gt_proposals, keyframe_times
-from extract.datasets.tubes_pkl import TubeGT, read_tube_pickle, to_annotations
-from extract.features import ExtractArgs, run_extract
-from extract.store import open_store
-from extract.synthetic.tubes import make_tube_dataset
+from stagecache.extract import ava_io
+from stagecache.extract.datasets.tube_boxes import jitter_boxes, jittered_gt_proposals, keyframe_times
+from stagecache.extract.datasets.tubes_pkl import TubeGT, read_tube_pickle, to_annotations
+from stagecache.extract.features import ExtractArgs, run_extract
+from stagecache.extract.store import open_store
+from stagecache.extract.synthetic.tubes import make_tube_dataset
 from tests.extract.store.helpers import fork_call, wait_child
 
 torch.set_num_threads(1)
@@ -127,7 +127,7 @@ def test_gt_jitter_rows_and_kill_at_every_commit(tubes, tmp_path):
 def person_weights(tmp_path_factory):
     """A random-init torchvision person detector whose classifier is tilted towards COCO's person, so
     that random boxes come out as confident people (with plain random weights none does)."""
-    from extract.detectors import build_person_detector
+    from stagecache.extract.detectors import build_person_detector
 
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -145,8 +145,8 @@ def person_weights(tmp_path_factory):
 
 
 def test_detections_over_the_frame_folders_feed_extract_features_and_training(tubes, person_weights, tmp_path):
-    from pipelines.cli import load_command
-    from pipelines.train import TrainArgs, train
+    from stagecache.pipelines.commands.cli import load_command
+    from stagecache.pipelines.training.train import TrainArgs, train
 
     root, pkl = tubes
     gt = read_tube_pickle(pkl)
@@ -177,7 +177,7 @@ def test_detections_over_the_frame_folders_feed_extract_features_and_training(tu
 
 
 def test_detections_name_the_videos_missing_from_the_dataset_root(tmp_path):
-    from pipelines.cli import main
+    from stagecache.pipelines.commands.cli import main
 
     pkl = make_tube_dataset(tmp_path / "d", dataset="ucf24", seed=0, videos_per_class=1, n_frames=5, render=False)
     r = CliRunner().invoke(main, ["extract", "detections", "--dataset", "ucf24", "--annotations", str(pkl),

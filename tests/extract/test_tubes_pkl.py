@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from torch.testing import assert_close
 
-from extract.datasets.tubes_pkl import (
+from stagecache.extract.datasets.tubes_pkl import (
     TUBE_DATASETS, TubeFormatError, find_tube_videos, frame_timestamp, parse_split, read_tube_pickle,
     split_name, timestamp_frame, to_annotations, tube_inputs,
 )
-from extract.safe_pickle import UnsafePickleError
-from extract.synthetic.tubes import write_py2_pickle
-from extract.video import FrameFolderReader
+from stagecache.core.safe_pickle import UnsafePickleError
+from stagecache.extract.synthetic.tubes import write_py2_pickle
+from stagecache.extract.video import FrameFolderReader
 
 # UCF101-24-like: video b has two tubes of one class overlapping in time, one starting and ending inside.
 T_A = np.array([[1, 10, 20, 50, 80], [2, 12, 20, 52, 80], [3, 14, 20, 54, 80]], np.float32)

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from extract.video import (FrameFolderReader, VideoReadError, VideoReader, find_videos, open_video,
+from stagecache.extract.video import (FrameFolderReader, VideoReadError, VideoReader, find_videos, open_video,
                            output_size, sample_indices)
 
 FPS = 30

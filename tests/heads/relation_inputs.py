@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from heads.batch import HeadInput
+from stagecache.heads.batch import HeadInput
 
 
 def make_input(kf_video, kf_time, actors_per_kf, *, actor_dim=6, object_dim=5, seed=0,

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from heads import build_head
-from heads.acar import HR2OBlock, RelationNetworkHR2O
+from stagecache.heads import build_head
+from stagecache.heads.acar import HR2OBlock, RelationNetworkHR2O
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 
 KW = dict(actor_dim=6, object_dim=5, num_classes=4, context_dim=5, reduce_dim=7, hidden_dim=8)

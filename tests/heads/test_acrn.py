@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from heads import build_head
+from stagecache.heads import build_head
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 
 KW = dict(actor_dim=6, object_dim=5, num_classes=4, context_dim=5, relation_dim=8, out_dim=7)

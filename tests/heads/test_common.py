@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from heads.common import MaskDropout
+from stagecache.heads.common import MaskDropout
 
 
 def test_mask_dropout_is_inverted_dropout_with_keep_prob_1_minus_p():
@@ -26,7 +26,7 @@ def test_mask_dropout_is_inverted_dropout_with_keep_prob_1_minus_p():
 
 
 def test_elu_equals_torch_elu_in_values_and_gradients():
-    from heads.common import elu
+    from stagecache.heads.common import elu
 
     torch.manual_seed(0)
     base = torch.cat((torch.randn(50_000) * 4, torch.randn(5_000) * 1e-4,

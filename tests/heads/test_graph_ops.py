@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.testing import assert_close
 
-from heads.graph_ops import blocked_aggregate, build_block_graph, compute_dtype, link_keyframes, take
+from stagecache.heads.graph_ops import blocked_aggregate, build_block_graph, compute_dtype, link_keyframes, take
 
 
 def test_take_is_advanced_indexing_forward_and_backward():

@@ -3,9 +3,9 @@ import math
 import torch
 from torch.testing import assert_close
 
-from core.boxes import box_iou_torch as box_iou
-from heads import build_head
-from heads.igmn import (OrderedTemporalAggregator, interference_geometry, ordered_neighbours, relaxed_bce,
+from stagecache.core.boxes import box_iou_torch as box_iou
+from stagecache.heads import build_head
+from stagecache.heads.igmn import (OrderedTemporalAggregator, interference_geometry, ordered_neighbours, relaxed_bce,
                         relaxed_targets)
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 from tests.heads.test_sto import reference_nl

@@ -1,7 +1,7 @@
 import torch
 from torch.testing import assert_close
 
-from heads import build_head
+from stagecache.heads import build_head
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 from tests.heads.test_sto import reference_nl
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from heads import build_head
-from heads.batch import HeadInput
-from heads.linear import LinearHead
+from stagecache.heads import build_head
+from stagecache.heads.batch import HeadInput
+from stagecache.heads.linear import LinearHead
 
 
 def make_input(a=5, o=3, ca=8, co=6, seed=0) -> HeadInput:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from heads import HEADS, Attention, CapabilityError, Head, HeadInput, build_head
+from stagecache.heads import HEADS, Attention, CapabilityError, Head, HeadInput, build_head
 from tests.heads.test_stage import CA, CO, KFS, NC, make_input
 
 # Narrow widths keep the capability checks fast (the smoke test runs the registry defaults).

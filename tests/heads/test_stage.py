@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from heads import build_head
-from heads.batch import HeadInput
-from heads.stage import FEATURE_EPS, STAGEHead
+from stagecache.heads import build_head
+from stagecache.heads.batch import HeadInput
+from stagecache.heads.stage import FEATURE_EPS, STAGEHead
 
 CA, CO, NC = 7, 5, 3  # actor dim, object dim, classes
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from heads.batch import HeadInput
-from heads.graph_ops import target_first_graph
+from stagecache.heads.batch import HeadInput
+from stagecache.heads.graph_ops import target_first_graph
 from tests.heads.test_stage import VARIANTS, WIDE, build, make_input, reference
 
 # Video 0 at t = 0..6 (two links away from t = 3 on each side), video 1 at t = 1, 2.

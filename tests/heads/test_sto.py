@@ -3,7 +3,7 @@ import math
 import torch
 from torch.testing import assert_close
 
-from heads import build_head
+from stagecache.heads import build_head
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 
 

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from heads import build_head
+from stagecache.heads import build_head
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 
 KW = dict(actor_dim=6, object_dim=5, num_classes=4, d_model=8, nhead=2, dim_feedforward=12)

@@ -14,14 +14,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from extract import ava_io
-from extract.datasets.tubes_pkl import read_tube_pickle
-from extract.store import open_store
-from extract.synthetic.tubes import make_tube_dataset, make_tube_feature_store, write_py2_pickle
-from pipelines.cli import load_command
-from pipelines.demo import TUBE_STAGE_ARGS
-from pipelines.train import TrainArgs, train
-from pipelines.tube_eval import evaluate_split
+from stagecache.extract import ava_io
+from stagecache.extract.datasets.tubes_pkl import read_tube_pickle
+from stagecache.extract.store import open_store
+from stagecache.extract.synthetic.tubes import make_tube_dataset, make_tube_feature_store, write_py2_pickle
+from stagecache.pipelines.commands.cli import load_command
+from stagecache.pipelines.tools.demo import TUBE_STAGE_ARGS
+from stagecache.pipelines.training.train import TrainArgs, train
+from stagecache.pipelines.evaluation.tubes import evaluate_split
 
 torch.set_num_threads(1)
 STAGE_ARGS = TUBE_STAGE_ARGS  # the paper's JHMDB / UCF setting
@@ -102,7 +102,7 @@ def test_softmax_heads_train_and_evaluate(extracted, tmp_path):
 
 
 def test_bad_tube_inputs_are_one_error_line(extracted, tmp_path):
-    from pipelines.cli import main
+    from stagecache.pipelines.commands.cli import main
 
     pkl, stores = extracted
     not_act = tmp_path / "JHMDB-GT.pkl"

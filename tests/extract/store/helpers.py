@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from extract.store import KILL_ENV, StoreWriter
+from stagecache.extract.store import KILL_ENV, StoreWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 LABEL_IDS = [1, 3, 5, 7]

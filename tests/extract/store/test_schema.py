@@ -1,9 +1,9 @@
 """The level table names real HeadInput fields and the store's array naming (axis prefixes)."""
 from dataclasses import fields
 
-from extract.store import LEVEL_OF_ARRAY, LEVELS
-from extract.store.io import axis_of
-from heads.batch import HeadInput
+from stagecache.extract.store import LEVEL_OF_ARRAY, LEVELS
+from stagecache.extract.store.io import axis_of
+from stagecache.heads.batch import HeadInput
 
 
 def test_levels_name_head_input_fields_and_store_arrays():

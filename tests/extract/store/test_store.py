@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from extract.store import (SCHEMA_VERSION, StoreError, StoreWriter, estimate_bytes, open_store,
+from stagecache.extract.store import (SCHEMA_VERSION, StoreError, StoreWriter, estimate_bytes, open_store,
                            write_group)
 from tests.extract.store.helpers import (LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, make_video, run_writer,
                                         write_videos)
@@ -233,7 +233,7 @@ def test_estimate_bytes_close_to_actual(tmp_path):
 def test_multi_chunk_raw_fast_path_matches_zarr(clean, tmp_path, monkeypatch):
     """Features split over several raw chunks (and an all-zero chunk zarr never writes) read the
     same through the direct-file path (local) and through zarr itself (memory://)."""
-    import extract.store.io as sio
+    import stagecache.extract.store.io as sio
 
     monkeypatch.setattr(sio, "CHUNK_MAX_BYTES", 96)  # 3 rows of 16 float16 per chunk file
     p, url = str(tmp_path / "s"), "memory://stagecache_test/multichunk"

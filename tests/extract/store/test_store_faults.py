@@ -10,8 +10,8 @@ import signal
 import numpy as np
 import pytest
 
-from extract.store import SCHEMA_VERSION, StoreError, StoreWriter, compact, open_store, write_group
-from extract.store.lock import StoreLock
+from stagecache.extract.store import SCHEMA_VERSION, StoreError, StoreWriter, compact, open_store, write_group
+from stagecache.extract.store.lock import StoreLock
 from tests.extract.store.helpers import (LABEL_IDS, LABEL_NAMES, VIDEOS, assert_tables_equal, fork_call, make_video,
                                         wait_child, write_videos)
 
@@ -83,7 +83,7 @@ def test_compaction_leaves_a_live_writers_files_alone(ref, tmp_path, pause):
     or committed half of its unit (paused there, deterministically): nothing of the writer's is
     touched, the half-committed unit stays invisible; the writer then commits, and the store equals
     an uninterrupted run, before and after a second compaction."""
-    import extract.store.commit as commit_protocol
+    import stagecache.extract.store.commit as commit_protocol
 
     p = str(tmp_path / "s")
     write_videos(p, VIDS[:2], units=True)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from extract.store import open_store
-from extract.synthetic import (OBJECT_CLASSES, feature_codes, make_feature_store, simulate_video, video_arrays,
+from stagecache.extract.store import open_store
+from stagecache.extract.synthetic import (OBJECT_CLASSES, feature_codes, make_feature_store, simulate_video, video_arrays,
                                video_tables)
-from extract.synthetic.levels import context_codes, coverage, scene_maps, temporal_level, temporal_offsets
+from stagecache.extract.synthetic.levels import context_codes, coverage, scene_maps, temporal_level, temporal_offsets
 
 ALL = ("roi", "temporal", "context")
 

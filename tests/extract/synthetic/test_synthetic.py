@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from extract import ava_io
-from extract.synthetic import (
+from stagecache.extract import ava_io
+from stagecache.extract.synthetic import (
     FIRST_KEYFRAME, GROUPS, LABEL_IDS, LABEL_NAMES, OBJECT_CLASSES, FeatureStoreArgs,
     VideoDatasetArgs, make_feature_store, make_video_dataset, simulate_world, video_arrays,
 )
-from extract.synthetic.video import OBJECT_COLOURS, POSE_COLOURS
+from stagecache.extract.synthetic.video import OBJECT_COLOURS, POSE_COLOURS
 
 R_OBJ, R_ACT = 0.15, 0.2
 
@@ -177,7 +177,7 @@ def test_feature_arrays_deterministic():
 
 
 def test_feature_store_round_trip(tmp_path):
-    from extract.store import open_store
+    from stagecache.extract.store import open_store
 
     path = make_feature_store(tmp_path / "syn.zarr", split="val", seed=7, n_videos=2,
                               keyframes_per_video=4, actor_dim=16, object_dim=8)

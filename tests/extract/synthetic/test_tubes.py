@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.datasets.tubes_pkl import read_tube_pickle, tube_inputs
-from extract.store import open_store
-from extract.synthetic.tubes import LABELS, RGB, colour_codes, make_tube_dataset, make_tube_feature_store
+from stagecache.extract.datasets.tubes_pkl import read_tube_pickle, tube_inputs
+from stagecache.extract.store import open_store
+from stagecache.extract.synthetic.tubes import LABELS, RGB, colour_codes, make_tube_dataset, make_tube_feature_store
 
 
 @pytest.fixture(scope="module")

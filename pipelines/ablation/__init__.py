@@ -1,0 +1,1 @@
+"""`ablate`: sweeps of train-head runs (spec, runner, report)."""

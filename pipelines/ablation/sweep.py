@@ -1,0 +1,270 @@
+"""`ablate`: a sweep of `train-head` runs over one store pair (train + val), and its tables.
+
+A spec (YAML preset, YAML file or command-line flags) names configurations -- a head, its
+switches (`head_args`), optional grids (e.g. num_heads x num_layers) -- plus seeds and the shared
+`TrainArgs` fields. Every (configuration, grid point, seed) is one `pipelines.training.train.train` run in
+`OUT/runs/<config>-s<seed>`; a run whose directory holds `summary.json` is finished and skipped on
+a rerun, an interrupted one (last.pt without summary.json) is resumed. The report
+(`pipelines/ablation/report.py`) then writes results.csv, results.md, the per-group table, the grid
+table and the per-class gain plots.
+
+The spec format is documented in `pipelines/ablation/spec.py`. A configuration whose head needs a
+store level the stores lack (`head.requires`) is recorded as "skipped: needs <level>" instead of
+failing the sweep.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stagecache.core.atomic import atomic_open
+from stagecache.heads import HEADS, build_head
+from stagecache.pipelines.ablation.spec import Config, Spec, check_train_dict, load_spec, parse_spec, spec_from_flags
+from stagecache.pipelines.training.steps import resolve_device
+from stagecache.pipelines.training.train import TrainArgs, train
+
+# Fields that do not change what a run computes: a rerun may differ in them.
+_VOLATILE = {"progress", "command_line", "resume", "device", "out_dir", "train_store", "val_store"}
+
+
+# ----------------------------------------------------------------------------- store levels
+
+
+def store_levels(path: str) -> set[str]:
+    """Which `head.requires` levels a store can serve."""
+    from stagecache.extract.store import LEVELS, open_store
+
+    store = open_store(path)
+    have = set()
+    base = store.array_info("base")
+    if store.num_objects > 0 and "object_feature" in base:
+        have.add("objects")
+    for g in store.groups:
+        info = store.array_info(g)
+        have.update(name for name, level in LEVELS.items() if level.array in info)
+    if "tracks" in store.groups:
+        have.add("tracks")
+    elif "actor_track" in base and store.num_actors > 0:
+        track = store.load({"base": ["actor_track"]}).data["base/actor_track"]
+        if bool((track >= 0).any()):
+            have.add("tracks")
+    return have
+
+
+def head_requires(head: str, head_args: dict) -> frozenset[str]:
+    """`requires` of a head with these arguments, read from a tiny instance: a sweep plans its runs
+    before any store dims are read, and a head's `requires` may depend on its arguments."""
+    return frozenset(build_head(head, actor_dim=8, object_dim=8, num_classes=2, **head_args).requires)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    config: Config
+    seed: int
+    run_dir: str
+    targs: dict  # TrainArgs keyword arguments
+    skip_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.run_dir).name
+
+
+@dataclass
+class AblateArgs:
+    train_store: str
+    val_store: str
+    out: str
+    preset: str = ""
+    spec_file: str = ""
+    heads: list[str] = field(default_factory=list)  # flags mode: one config per head
+    head_args: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)  # overrides the spec's
+    train: dict = field(default_factory=dict)  # overrides the spec's shared TrainArgs fields
+    baseline: str = ""  # overrides the spec's
+    groups: str = ""  # groups JSON for non-AVA label maps
+    jobs: int = 1
+    top_k: int = 20  # classes in each gain plot
+    progress: bool = True
+    command_line: str = ""
+
+    def __post_init__(self):
+        given = sum(bool(x) for x in (self.preset, self.spec_file, self.heads))
+        if given != 1:
+            raise ValueError("give exactly one of --preset, --spec or --head")
+        for p in (self.train_store, self.val_store):
+            if not p:
+                raise ValueError("--train-store and --val-store are required")
+        if not self.out:
+            raise ValueError("--out is required")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.groups and not Path(self.groups).is_file():
+            raise ValueError(f"groups file {self.groups} not found")
+        check_train_dict(self.train, "--train-arg")
+        bad = [h for h in self.heads if h not in HEADS]
+        if bad:
+            raise ValueError(f"unknown head(s) {bad}; valid heads: {', '.join(sorted(HEADS))}")
+
+
+def resolve_spec(args: AblateArgs) -> Spec:
+    if args.heads:
+        data, where = spec_from_flags(args.heads, args.head_args, args.grid), "command line"
+    else:
+        data, where = load_spec(args.preset or None, args.spec_file or None)
+        if args.head_args or args.grid:
+            raise ValueError("--head-arg and --grid only go with --head (edit the spec file instead)")
+    data = dict(data)
+    if args.seeds:
+        data["seeds"] = list(args.seeds)
+    if args.baseline:
+        data["baseline"] = args.baseline
+    spec = parse_spec(data, where)
+    spec.train = {**spec.train, **args.train}
+    return spec
+
+
+def plan_runs(spec: Spec, args: AblateArgs, levels: set[str] | None = None) -> list[Run]:
+    """Every (configuration, seed) run with its TrainArgs, or the reason it is skipped."""
+    runs = []
+    for c in spec.configs:
+        reason = f"skipped: {c.unavailable}" if c.unavailable else ""
+        if not reason:
+            try:
+                need = head_requires(c.head, c.head_args)
+            except Exception as e:  # a bad switch for this head: report it on the row, keep sweeping
+                need, reason = frozenset(), f"skipped: cannot build the head ({type(e).__name__}: {e})"
+            if levels is not None:
+                missing = sorted(need - levels)
+                if missing:
+                    reason = f"skipped: needs {', '.join(missing)}"
+        for seed in spec.seeds:
+            run_dir = Path(args.out) / "runs" / f"{c.name}-s{seed}"
+            targs = {**spec.train, **c.train, "train_store": args.train_store, "val_store": args.val_store,
+                     "head": c.head, "head_args": dict(c.head_args), "seed": int(seed), "out_dir": str(run_dir),
+                     "progress": args.progress}
+            runs.append(Run(config=c, seed=int(seed), run_dir=str(run_dir), targs=targs, skip_reason=reason))
+    return runs
+
+
+def _identity(targs: dict) -> dict:
+    """The TrainArgs of a run that decide its result (JSON round-tripped)."""
+    d = asdict(TrainArgs(**targs))
+    return json.loads(json.dumps({k: v for k, v in d.items() if k not in _VOLATILE}))
+
+
+def run_state(run: Run) -> str:
+    """'done', 'partial' (resume) or 'new'. A run dir made by other arguments is an error."""
+    d = Path(run.run_dir)
+    marker = d / "ablate_run.json"
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved != _identity(run.targs):
+            diff = sorted(k for k in set(saved) | set(_identity(run.targs))
+                          if saved.get(k) != _identity(run.targs).get(k))
+            raise ValueError(f"{d} holds a run with other arguments (differs in {diff}); "
+                             "use another --out or remove that run directory")
+    if (d / "summary.json").exists():
+        return "done"
+    if (d / "last.pt").exists():
+        return "partial"
+    return "new"
+
+
+def _train_one(targs: dict, threads: int) -> dict:
+    """One run (in this process or a pool worker)."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    d = Path(targs["out_dir"])
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_open(d / "ablate_run.json") as f:  # run_state reads it back: never half a file
+        f.write(json.dumps(_identity(targs), indent=2))
+    return train(TrainArgs(**targs))
+
+
+def execute(runs: list[Run], jobs: int, echo=print) -> dict[str, str]:
+    """Train every pending run; returns run name -> status ('done', 'failed: ...', 'skipped: ...')."""
+    status: dict[str, str] = {}
+    pending = []
+    for r in runs:
+        if r.skip_reason:
+            status[r.name] = r.skip_reason
+            continue
+        state = run_state(r)
+        if state == "done":
+            status[r.name] = "done"
+            echo(f"[ablate] {r.name}: finished already, skipped")
+            continue
+        targs = dict(r.targs, resume=state == "partial")
+        pending.append((r, targs))
+    if not pending:
+        return status
+    if jobs == 1:
+        for r, targs in pending:
+            echo(f"[ablate] {r.name}: training")
+            try:
+                _train_one(targs, 0)
+                status[r.name] = "done"
+            except Exception as e:  # one failing configuration must not lose the rest of a sweep
+                status[r.name] = f"failed: {type(e).__name__}: {e}"
+                echo(f"[ablate] {r.name} failed:\n{traceback.format_exc()}")
+        return status
+    # Spawned workers: CUDA cannot be used in forked children; each worker gets its share of the cores.
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(_train_one, dict(t, progress=False), threads): r for r, t in pending}
+        for fut in cf.as_completed(futures):
+            r = futures[fut]
+            try:
+                fut.result()
+                status[r.name] = "done"
+                echo(f"[ablate] {r.name}: done")
+            except Exception as e:
+                status[r.name] = f"failed: {type(e).__name__}: {e}"
+                echo(f"[ablate] {r.name} failed: {status[r.name]}")
+    return status
+
+
+def ablate(args: AblateArgs, echo=print) -> dict:
+    """Run the sweep and write the results directory.
+    Returns {"out": Path, "status": run name -> 'done' | 'failed: ...' | 'skipped: ...', "report": ...}."""
+    from stagecache.pipelines.ablation import report as ablate_report
+
+    spec = resolve_spec(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    levels = store_levels(args.train_store) & store_levels(args.val_store)
+    runs = plan_runs(spec, args, levels)
+    # Check every run's TrainArgs before the first (long) training starts.
+    for r in runs:
+        if not r.skip_reason:
+            try:
+                TrainArgs(**r.targs)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"config {r.config.name}: {e}") from None
+    (out / "spec.json").write_text(json.dumps(
+        {"spec": spec.to_json(), "args": asdict(args), "store_levels": sorted(levels),
+         "device": str(resolve_device(spec.train.get("device", "auto"))),
+         "runs": [{"name": r.name, "config": r.config.name, "seed": r.seed, "run_dir": r.run_dir,
+                   "skip": r.skip_reason} for r in runs]}, indent=2))
+    status = execute(runs, args.jobs, echo)
+    report = ablate_report.write_report(out, spec, runs, status, train_store=args.train_store,
+                                        groups_file=args.groups, top_k=args.top_k)
+    failed = [n for n, s in status.items() if s.startswith("failed")]
+    if failed:
+        echo(f"[ablate] {len(failed)} run(s) failed: {', '.join(failed)}")
+    return {"out": out, "status": status, "report": report}

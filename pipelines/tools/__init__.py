@@ -1,0 +1,1 @@
+"""The tools around a run: visualize, predict-video, demo, cache tools."""

@@ -1,0 +1,267 @@
+"""`cache info / verify / export / import`: inspecting and converting feature stores.
+
+HDF5 layouts (docs/STORE_SCHEMA.md, "HDF5 import/export"):
+- "stagecache": one .h5 mirroring `Tables` (lossless round trip of every group and attribute).
+- "stage-i3d", "stage-slowfast" (and "stage", the old name of "stage-slowfast"): the layouts of
+  STAGE's released features, read and written by `extract/formats/stage_release.py` / `extract/formats/stage_export.py`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import defaultdict
+
+import numpy as np
+
+from stagecache.extract.ava_io import read_label_map
+from stagecache.extract.store import BASE_ARRAYS, StoreError, StoreWriter, format_bytes, open_store
+from stagecache.extract.store.io import FRAGMENTS, axis_of
+from stagecache.pipelines.training.split_load import nonfinite_rows
+
+STAGE_LAYOUTS = ("stage-i3d", "stage-slowfast", "stage")  # "stage": the old name of "stage-slowfast"
+LAYOUTS = ("stagecache",) + STAGE_LAYOUTS
+DEFAULT_BACKBONE = {"stage-i3d": "stage_i3d", "stage-slowfast": "stage_slowfast"}
+_STORE_KEYS = ("schema_version", "project_version")  # added by the store to group attrs
+
+
+# ----------------------------------------------------------------------------- info
+def store_info(path: str) -> dict:
+    """Counts, dims and bytes on disk per array of every group."""
+    st = open_store(path)
+    sizes: dict[tuple[str, str], int] = defaultdict(int)
+    total = 0
+    nfiles = 0
+    for rel, size in st.loc.files():
+        total += size
+        nfiles += 1
+        parts = rel.split("/")
+        if parts[0] == FRAGMENTS and len(parts) >= 4:
+            sizes[(parts[1], parts[2])] += size
+    groups = {}
+    for g in sorted(st.groups):
+        arrays = {}
+        if g in st.fragments:
+            for n, (shape, dt) in st.array_info(g).items():
+                arrays[n] = {"shape": list(shape), "dtype": dt,
+                             "bytes": sum(sizes[(f.id, n)] for f in st.fragments[g])}
+        groups[g] = {"attrs": st.groups[g], "videos": len(st._src.get(g, {})), "missing": len(st.missing(g)),
+                     "fragments": len(st.fragments.get(g, [])), "arrays": arrays}
+    return {"path": st.path, "attrs": st.attrs, "videos": len(st.videos), "keyframes": st.num_keyframes,
+            "actors": st.num_actors, "objects": st.num_objects, "files": nfiles, "bytes": total, "groups": groups,
+            "labels": label_counts(st)}
+
+
+def label_counts(st) -> list[dict]:
+    """Per label id: its name and how many actors carry it (so one sees whether the columns line
+    up with the label map); empty without a base group."""
+    a = st.attrs
+    if "base" not in st.fragments:
+        return []
+    counts = st.load({"base": ["actor_labels"]}).data["base/actor_labels"].long().sum(0).tolist()
+    return [{"id": int(i), "name": str(n), "actors": int(c)} for i, n, c in zip(a["label_ids"], a["label_names"], counts)]
+
+
+def format_info(info: dict) -> str:
+    a = info["attrs"]
+    lines = [f"store {info['path']}  split={a['split']}  schema v{a['schema_version']}  created by {a['created_by']}",
+             f"  {info['videos']} videos, {info['keyframes']} keyframes, {info['actors']} actors, "
+             f"{info['objects']} objects; {len(a['label_ids'])} labels; "
+             f"{len(a.get('object_classes') or [])} object classes",
+             f"  {info['files']} files, {format_bytes(info['bytes'])} on disk"]
+    if info.get("labels"):
+        lines.append("  labels (id, name, actors):")
+        lines += [f"    {x['id']:>4}  {x['name']:<40} {x['actors']}" for x in info["labels"]]
+    for g, gi in info["groups"].items():
+        extra = f", {gi['missing']} MISSING" if gi["missing"] else ""
+        attrs = {k: v for k, v in gi["attrs"].items() if k not in _STORE_KEYS}
+        lines.append(f"  group {g}: {gi['videos']} videos in {gi['fragments']} fragment(s){extra}  attrs={json.dumps(attrs)}")
+        for n, ai in gi["arrays"].items():
+            lines.append(f"    {n:<18} {ai['dtype']:<8} {str(tuple(ai['shape'])):<22} {format_bytes(ai['bytes'])}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- verify
+def verify_store(path: str, *, label_map: str | None = None) -> list[str]:
+    """Every problem found (empty list: the store is sound)."""
+    from stagecache.extract.store.commit import Commits
+
+    try:
+        with warnings.catch_warnings():  # what open_store warns about is reported below
+            warnings.simplefilter("ignore")
+            st = open_store(path)
+        c = Commits(st.loc)
+    except StoreError as e:
+        return [str(e)]
+    problems: list[str] = []
+    for m in c.lost():
+        fid = m["fragment"]
+        problems.append(f"commits/{fid}.json: committed but its data fragments/{fid} is missing "
+                        f"({len(m['videos'])} video(s) of group {m['group']}, first {m['videos'][:3]}); "
+                        f"`cache compact` removes the manifest, then rerun the extraction")
+    for g, dups in sorted(st.duplicates.items()):
+        problems.append(f"group {g}: {len(dups)} video(s) stored more than once (first: {dups[:3]}), e.g. by two "
+                        f"writers of one shard; readers use the first copy, `cache compact` drops the others")
+    if not st.fragments:
+        problems.append(f"no video committed in any group (declared: {sorted(st.groups)}): every video failed, "
+                        f"or the writer was killed before its first commit")
+        return problems
+    a = st.attrs
+    if len(a["label_ids"]) != len(a["label_names"]):
+        problems.append(f"root: {len(a['label_ids'])} label_ids but {len(a['label_names'])} label_names")
+    if label_map is not None:
+        lm = read_label_map(label_map)
+        if list(lm.ids) != list(a["label_ids"]):
+            problems.append(f"label ids {a['label_ids'][:5]}... ({len(a['label_ids'])}) differ from {label_map} "
+                            f"({lm.ids[:5]}..., {len(lm.ids)})")
+    if "base" not in st.fragments:
+        problems.append("no base group (boxes, labels): nothing to train on")
+    for g in sorted(st.groups):
+        miss = st.missing(g)
+        if g not in st.fragments:
+            problems.append(f"group {g}: declared but no video committed")
+            continue
+        if miss:
+            problems.append(f"group {g}: {len(miss)} of {len(st.videos)} videos missing (first: {miss[:3]})")
+            continue
+        try:
+            st._check_group(g)
+            info = st.array_info(g)
+        except StoreError as e:
+            problems.append(str(e))
+            continue
+        if g == "base":
+            absent = [n for n in BASE_ARRAYS if n not in info]
+            if absent:
+                problems.append(f"group base lacks arrays {absent}")
+        for n in sorted(info):
+            problems += _check_array(st, g, n)
+    if not problems:
+        t = st.load({})
+        for name, off, total in (("actor", t.kf_actor_offset, st.num_actors), ("object", t.kf_object_offset, st.num_objects)):
+            d = np.diff(off.numpy())
+            if off[0] != 0 or off[-1] != total or (d < 0).any():
+                problems.append(f"kf_{name}_offset is not monotone from 0 to {total}")
+        kv, kt = t.kf_video.numpy(), t.kf_time.numpy()
+        bad = np.nonzero((np.diff(kv) == 0) & (np.diff(kt) <= 0))[0]
+        if len(bad):
+            problems.append(f"video {st.videos[kv[bad[0]]]}: timestamps not increasing")
+    return problems
+
+
+def _row_video(st, axis: str, row: int) -> str:
+    kf = row if axis == "kf" else int(np.searchsorted((st._kf_act if axis == "actor" else st._kf_obj), row, "right") - 1)
+    return st.videos[int(st._kf_video[kf])]
+
+
+def _check_array(st, g: str, n: str) -> list[str]:
+    t = st.load({g: [n]}).data[f"{g}/{n}"]
+    x, ax = t.numpy(), axis_of(n)
+    out = []
+    count, r = nonfinite_rows(t)
+    if count:
+        out.append(f"{g}/{n}: {count} row(s) with NaN/Inf (first in video {_row_video(st, ax, r)}, row {r})")
+    if n.endswith("_box") and len(x):
+        xf = x.astype(np.float64)
+        bad = ((xf < 0) | (xf > 1)).any(1) | (xf[:, 0] > xf[:, 2]) | (xf[:, 1] > xf[:, 3])
+        if bad.any():
+            r = int(np.argmax(bad))
+            out.append(f"{g}/{n}: {int(bad.sum())} box(es) outside [0,1] or with x1>x2 / y1>y2 "
+                       f"(first in video {_row_video(st, ax, r)}: {x[r].tolist()})")
+    if n.endswith("_labels"):
+        L = len(st.attrs["label_ids"])
+        if x.ndim != 2 or x.shape[1] != L:
+            out.append(f"{g}/{n}: {x.shape[1:]} columns but the label map has {L}")
+        elif x.size and x.max() > 1:
+            out.append(f"{g}/{n}: values other than 0/1")
+    return out
+
+
+# ----------------------------------------------------------------------------- HDF5 export / import
+def export_h5(path: str, out: str, *, layout: str = "stagecache", backbone: str | None = None,
+              objects: str | None = None) -> dict | None:
+    """Write the store as one .h5 (layout 'stagecache') or in a layout of STAGE's release
+    (`out` is a directory for stage-i3d; `objects` also writes the objects file)."""
+    import h5py
+
+    if layout not in LAYOUTS:
+        raise StoreError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if layout in STAGE_LAYOUTS:
+        from stagecache.extract.formats.stage_export import export_release
+
+        return export_release(path, out, layout="stage-slowfast" if layout == "stage" else layout,
+                              backbone=backbone, objects=objects)
+    st = open_store(path)
+    t = st.load()
+    with h5py.File(out, "w") as f:
+        f.attrs["stagecache"] = json.dumps(st.attrs)
+        f.create_dataset("video_names", data=np.array(t.video_names, dtype=object), dtype=h5py.string_dtype())
+        for name in ("kf_video", "kf_time", "kf_actor_offset", "kf_object_offset"):
+            f.create_dataset(name, data=getattr(t, name).numpy())
+        for g in st.groups:
+            grp = f.create_group(f"groups/{g}")
+            grp.attrs["attrs"] = json.dumps({k: v for k, v in st.groups[g].items() if k not in _STORE_KEYS})
+        for key, x in t.data.items():
+            f.create_dataset(f"groups/{key}", data=x.numpy())
+    return None
+
+
+def detect_layout(src: str) -> str:
+    """stage-i3d for a directory, stagecache for our own export, else stage-slowfast."""
+    import h5py
+
+    if os.path.isdir(src):
+        return "stage-i3d"
+    try:
+        with h5py.File(src, "r") as f:
+            return "stagecache" if "stagecache" in f.attrs else "stage-slowfast"
+    except OSError as e:
+        raise StoreError(f"{src}: not a readable HDF5 file ({e})") from None
+
+
+def import_h5(src: str, path: str, *, layout: str = "auto", split: str | None = None,
+              label_map: str | None = None, label_columns: str = "background-first", backbone: str | None = None,
+              boxes_are_gt: bool = True, objects: str | None = None, object_names: str | None = None,
+              rank: int = 0, progress: bool = False, log=None) -> str:
+    """Build a store at `path` from `src` in any layout; returns the layout read. For STAGE's
+    layouts `log` (if given) receives the summary line."""
+    import h5py
+
+    layout = detect_layout(src) if layout == "auto" else layout
+    layout = "stage-slowfast" if layout == "stage" else layout
+    if layout not in LAYOUTS:
+        raise StoreError(f"unknown layout {layout!r}; valid: auto, {', '.join(LAYOUTS)}")
+    if layout == "stagecache":
+        if objects:
+            raise StoreError(f"{src}: --objects applies to STAGE layouts only; a stagecache export holds its objects")
+        with h5py.File(src, "r") as f:
+            _import_stagecache(f, src, path, rank)
+        return layout
+    from stagecache.extract.formats.stage_release import import_stage_i3d, import_stage_slowfast
+
+    run = import_stage_i3d if layout == "stage-i3d" else import_stage_slowfast
+    summary = run(src, path, split=split, backbone=backbone or DEFAULT_BACKBONE[layout], objects=objects,
+                  label_map=label_map, label_columns=label_columns, object_names=object_names,
+                  boxes_are_gt=boxes_are_gt, rank=rank, progress=progress)
+    if log is not None:
+        log(summary.line())
+    return layout
+
+
+def _import_stagecache(f, src, path, rank):
+    a = json.loads(f.attrs["stagecache"])
+    videos = [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_names"][()]]
+    kv, kt = f["kf_video"][()], f["kf_time"][()]
+    ao, oo = f["kf_actor_offset"][()], f["kf_object_offset"][()]
+    vk = np.searchsorted(kv, np.arange(len(videos) + 1))  # keyframes of video i: [vk[i], vk[i+1])
+    off = {"actor": ao, "object": oo, "kf": np.arange(len(kt) + 1)}
+    with StoreWriter(path, split=a["split"], label_ids=a["label_ids"], label_names=a["label_names"],
+                     object_classes=a.get("object_classes"), rank=rank) as w:
+        for g, grp in f["groups"].items():
+            w.declare_group(g, json.loads(grp.attrs["attrs"]))
+            data = {n: grp[n][()] for n in grp}
+            for i, v in enumerate(videos):
+                k0, k1 = vk[i], vk[i + 1]
+                arrays = {n: x[off[axis_of(n)][k0]:off[axis_of(n)][k1]] for n, x in data.items()}
+                w.add_video(g, v, timestamps=kt[k0:k1], actor_counts=np.diff(ao[k0:k1 + 1]),
+                            object_counts=np.diff(oo[k0:k1 + 1]), arrays=arrays)

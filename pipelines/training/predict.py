@@ -1,0 +1,55 @@
+"""`predict`: a trained head (a train-head run, or an official STAGE checkpoint) over any store,
+to an AVA predictions CSV."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stagecache.core.boxes import check_box_set
+from stagecache.pipelines.training import losses
+from stagecache.pipelines.training.run_dir import load_run_split, load_trained, write_predictions_csv
+from stagecache.pipelines.training.run_eval import detections, run_head
+from stagecache.pipelines.training.steps import SplitContext, resolve_device
+
+
+@dataclass
+class PredictArgs:
+    """Arguments of `predict`; each field's help is its CLI option's (pipelines/commands/options.py)."""
+
+    run_dir: str = field(metadata={
+        "help": "Run directory of train-head, or an official STAGE checkpoint file (.pth: stage variant=official)."})
+    store: str = field(metadata={"help": "Feature store to predict on."})
+    out: str = field(metadata={"help": "Output AVA predictions CSV."})
+    boxes: str = field(default="proposals", metadata={"help": "Actor boxes to predict on."})
+    score_threshold: float = field(default=0.8, metadata={"help": "Minimum proposal score."})
+    checkpoint: str = field(default="best.pt", metadata={"help": "Checkpoint file in the run directory."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    batch_size: int = field(default=64, metadata={
+        "help": "Keyframes per forward pass (stage variant=official links neighbouring batch positions: "
+                "6 reproduces the official test.py)."})
+
+    def __post_init__(self):
+        check_box_set(self.boxes)
+
+
+def predict(args: PredictArgs) -> Path:
+    """A trained head over any store, to an AVA predictions CSV."""
+    device = resolve_device(args.device)
+    if Path(args.run_dir).is_file():  # an official STAGE checkpoint (pipelines/training/init_from.py)
+        from stagecache.pipelines.training.init_from import official_predictor
+
+        head, cfg = official_predictor(args.run_dir, args.store, device)
+    else:
+        head, cfg = load_trained(args.run_dir, device, args.checkpoint)
+    _, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device, head=head,
+                                  role="predict")
+    split = SplitContext(g, float(cfg["temporal_radius"]), device, amp=True, tables=tables)
+    rows, logits = run_head(head, split, batch_size=args.batch_size, progress=True)
+    pose_cols = losses.pose_columns(cfg["label_ids"], cfg["pose_ids"])
+    score = losses.scores(logits, cfg["loss"], pose_cols).numpy()  # (N, L)
+    ids = cfg["label_ids"]
+    det = detections(split, rows, score, ids, list(range(len(ids))))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions_csv(out, det, tables)
+    return out

@@ -1,0 +1,155 @@
+"""A run directory, the files `train-head` (and class-balanced retraining) leave behind, and
+loading a trained run back.
+
+    config.json        everything the run was built from (TrainArgs, label ids, dims, levels, ...)
+    metrics.jsonl      one record per finished epoch
+    last.pt            the state to resume from (written last in an epoch: its commit point)
+    best.pt            weights of the best validation epoch, with val_predictions.csv and
+                       per_class_ap.json of that epoch
+    summary.json       best val mAP, its epoch and the epochs run, written when the run ends
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stagecache.core.atomic import atomic_open, atomic_path
+from stagecache.extract import ava_io
+from stagecache.core.errors import UserError
+from stagecache.core.safe_pickle import torch_load
+from stagecache.heads import build_head
+from stagecache.pipelines.training.preflight import RUN_CHECKPOINT_HINT
+from stagecache.pipelines.training.split_load import load_split, reads_objects, store_label_ids
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save that leaves the old file or the whole new one (a kill mid-write loses nothing)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def write_predictions_csv(path: Path, det: dict, tables) -> None:
+    """AVA predictions CSV of flattened detections (run_eval.detections) of a split's `tables`."""
+    kf = det["kf"]
+    videos = np.asarray(tables.video_names, dtype=object)[tables.kf_video.numpy()[kf]]
+    ava_io.write_predictions(
+        path,
+        ava_io.Predictions(
+            video=videos,
+            timestamp=tables.kf_time.numpy()[kf],
+            box=det["box"].astype(np.float32),
+            action=det["class"].astype(np.int64),
+            score=det["score"].astype(np.float32),
+        ),
+    )
+
+
+class RunDir:
+    """The files of one run directory (module docstring), written in the order that makes a killed
+    run resumable: best.pt and its predictions, then last.pt, then the epoch's metrics line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    def load_last(self, device: torch.device) -> dict:
+        """The state a resumed run continues from."""
+        return torch_load(self.last, map_location=device, hint=RUN_CHECKPOINT_HINT)  # run dirs are shared
+
+    def check_resume(self, config: dict) -> None:
+        """A resumed run continues the run it finds only with the options that run was started with
+        (else its result would be neither run's): one line naming what differs. `epochs` may grow,
+        and how the run is watched (progress bar, device, command line) may change."""
+        path = self.path / "config.json"
+        if not path.exists():
+            return
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ResumeMismatchError(f"{path}: unreadable ({e}); cannot check that --resume continues the same run") from None
+        differ = [k for k in sorted(set(before) | set(config)) if k not in _MAY_CHANGE_ON_RESUME
+                  and json.dumps(before.get(k), sort_keys=True) != json.dumps(config.get(k), sort_keys=True)]
+        if differ:
+            shown = ", ".join(f"{k}={before.get(k)!r} -> {config.get(k)!r}" for k in differ[:4])
+            raise ResumeMismatchError(f"--resume {self.path}: that run was started with other options ({shown}"
+                                      f"{', ...' if len(differ) > 4 else ''}); give the same options, or a new --out-dir")
+
+    def start(self, config: dict, history: list[dict]) -> None:
+        """Write the config and the metrics of the epochs already done: metrics.jsonl is rewritten
+        from the checkpointed history so a resumed run never duplicates lines."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_text(self.path / "config.json", json.dumps(config, indent=2))
+        _write_text(self.path / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+    def save_best(self, model_state: dict, config: dict, epoch: int, result, det: dict, tables,
+                  groups: dict[str, list[int]]) -> None:
+        """The best epoch so far: its weights, val predictions and per-class AP (`result`, a frame_map result)."""
+        atomic_save({"model": model_state, "config": config, "epoch": epoch}, self.path / "best.pt")
+        write_predictions_csv(self.path / "val_predictions.csv", det, tables)
+        _write_text(self.path / "per_class_ap.json", json.dumps(result.to_json(groups), indent=2))
+
+    def end_epoch(self, last: dict, record: dict) -> None:
+        """Commit an epoch: the resumable state, then its metrics line."""
+        atomic_save(last, self.last)
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def finish(self, summary: dict) -> dict:
+        _write_text(self.path / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    # a kill mid-write leaves the previous file whole (a reader or a resumed run never sees half)
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+# options that do not change what a run computes, or (epochs) extend it the way an uninterrupted run would
+_MAY_CHANGE_ON_RESUME = frozenset({"epochs", "resume", "progress", "command_line", "device", "out_dir"})
+
+
+class ResumeMismatchError(UserError, ValueError):
+    """--resume onto a run directory started with other options."""
+
+
+class RunNotFoundError(UserError, FileNotFoundError):
+    """--run names no finished train-head run (one line from the CLI: visualize, write-bank, ...)."""
+
+
+def load_trained(run_dir: str | Path, device: torch.device, checkpoint: str = "best.pt"):
+    """A trained head and its config from a run directory."""
+    run = Path(run_dir)
+    path = run / checkpoint
+    if not path.exists():
+        raise RunNotFoundError(f"{path} not found: is {run} a finished train-head run?")
+    ckpt = torch_load(path, map_location=device, hint=RUN_CHECKPOINT_HINT)  # run dirs are shared
+    cfg = ckpt["config"]
+    head = build_head(cfg["head"], actor_dim=cfg["actor_dim"], object_dim=cfg["object_dim"],
+                      num_classes=len(cfg["label_ids"]), **cfg["head_args"]).to(device)
+    head.load_state_dict(ckpt["model"])
+    head.eval()
+    return head, cfg
+
+
+def load_run_split(run_dir, cfg: dict, path: str, boxes: str, threshold: float, device, *, head,
+                   bank: bool = True, role: str = "") -> tuple:
+    """A store loaded the way a trained run (its saved config `cfg`, its `head`) reads it: its
+    feature groups, levels, object classes, object features if the head reads them
+    (`split_load.reads_objects`) and, with `bank`, its bank group. The store must have the run's
+    label map. Returns (store, tables, GraphData) as `load_split` (`role` names the store in its
+    errors)."""
+    store, tables, g = load_split(path, boxes=boxes, score_threshold=threshold, levels=cfg["levels"], device=device,
+                                  backbones=cfg["backbones"], combine=cfg["combine"],
+                                  bank_group=cfg.get("bank_group", "") if bank else "",
+                                  num_object_classes=cfg.get("num_object_classes", 0), objects=reads_objects(head),
+                                  role=role)
+    if store_label_ids(store) != cfg["label_ids"]:
+        raise ValueError(f"store {path} has another label map than the run {run_dir}")
+    return store, tables, g

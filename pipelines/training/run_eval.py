@@ -1,0 +1,109 @@
+"""A head over a split: its outputs for every query actor (`run_head`), those outputs as AVA
+detections (`detections`), and the frame-mAP of a run's validation (`evaluate_head`, with the
+classes, ground truth and groups it is scored on)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stagecache.extract import ava_io
+from stagecache.pipelines.training import losses
+from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, class_groups, frame_map
+from stagecache.pipelines.training.steps import LossContext, SplitContext
+
+
+@torch.no_grad()
+def run_head(head, split: SplitContext, queries: torch.Tensor | None = None, *, batch_size: int = 64,
+             progress: bool = False, desc: str = "predict", fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of every actor of the query keyframes (default: every keyframe with a selected
+    actor), or `fn(x)` (e.g. `head.first_order_maps`) in their place. Returns (rows into the
+    split's graph, outputs (N, ...)) on CPU."""
+    head.eval()
+    g, device = split.graph, split.device
+    queries = g.query_keyframes() if queries is None else queries
+    fn = head if fn is None else fn
+    rows_out, logits_out = [], []
+    for start in tqdm(range(0, len(queries), batch_size), desc=desc, disable=not progress, leave=False):
+        x, rows = g.batch(queries[start : start + batch_size], split.radius)
+        x = x.to(device)
+        with torch.autocast(device.type, enabled=split.amp and device.type == "cuda"):
+            logits = fn(x)
+        rows_out.append(rows[x.is_query.to(rows.device)].cpu())
+        logits_out.append(logits[x.is_query].float().cpu())
+    return torch.cat(rows_out), torch.cat(logits_out)
+
+
+def detections(split: SplitContext, rows: torch.Tensor, score: np.ndarray, class_ids: list[int],
+               cols: list[int]) -> dict[str, np.ndarray]:
+    """Flattened (keyframe, box, class id, score) rows: the columns `cols` of the per-actor scores
+    `score` (N, L) of the graph rows `rows`, as the classes `class_ids`."""
+    g, r = split.graph, rows.numpy()
+    kf = g.actor_kf().cpu().numpy()[r]
+    box = g.actor_box.cpu().numpy()[r]
+    return {
+        "kf": np.repeat(kf, len(cols)),
+        "box": np.repeat(box, len(cols), axis=0),
+        "class": np.tile(np.asarray(class_ids), len(r)),
+        "score": score[:, cols].reshape(-1),
+    }
+
+
+def default_eval_ids(label_ids: list[int]) -> list[int]:
+    """AVA trains on 80 classes and reports the 60 of the ActivityNet list; other maps: all classes."""
+    ava60 = ava_io.read_label_map(DEFAULT_LABEL_MAP).ids
+    if len(label_ids) == 80 and set(ava60) <= set(label_ids):
+        return list(ava60)
+    return list(label_ids)
+
+
+def eval_groups(store, label_ids: list[int]) -> dict[str, list[int]]:
+    """Class groups for grouped mAP: the store's own (synthetic data records them), else AVA's."""
+    own = store.groups.get("base", {}).get("groups")
+    if own:
+        return {k: [int(i) for i in v if int(i) in label_ids] for k, v in own.items()}
+    names = [str(n) for n in store.attrs.get("label_names", [])]
+    try:
+        return class_groups(ava_io.LabelMap(ids=list(label_ids), names=names))
+    except (ValueError, KeyError):
+        return {}
+
+
+def gt_for_eval(tables, label_ids: list[int]) -> dict[str, np.ndarray]:
+    """Flattened (keyframe, box, class id) rows of the ground-truth actors of a split."""
+    is_gt = tables.data["base/actor_is_gt"].bool().numpy()
+    labels = tables.data["base/actor_labels"].numpy()[is_gt]
+    kf = tables.actor_kf.numpy()[is_gt]
+    box = tables.data["base/actor_box"].float().numpy()[is_gt]
+    r, c = np.nonzero(labels)
+    return {"kf": kf[r], "box": box[r], "class": np.asarray(label_ids)[c]}
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What a validation is scored against: the ground truth (`gt_for_eval`), the store's label ids
+    (the head's output columns), the ids reported, the per-keyframe detection cap and the batch size."""
+
+    gt: dict[str, np.ndarray]
+    label_ids: list[int]
+    eval_ids: list[int]
+    max_dets_per_kf: int | None
+    batch_size: int
+
+
+def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext):
+    """Val frame-mAP of a head, plus the predictions (for the CSV)."""
+    rows, logits = run_head(head, split, batch_size=ev.batch_size)
+    score = losses.scores(logits, loss.loss, loss.pose_cols.cpu()).numpy()  # (N, L)
+    cols = [ev.label_ids.index(i) for i in ev.eval_ids]
+    det = detections(split, rows, score, ev.eval_ids, cols)
+    gt = ev.gt
+    keep = np.isin(gt["class"], ev.eval_ids)
+    result = frame_map(
+        gt["kf"][keep], gt["box"][keep], gt["class"][keep],
+        det["kf"], det["box"], det["class"], det["score"],
+        class_ids=ev.eval_ids, max_dets_per_kf=ev.max_dets_per_kf,
+    )
+    return result, det
