@@ -36,7 +36,9 @@ import numpy as np
 
 from stagecache.extract import ava_io
 from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, evaluate_files
-from tests.pipelines.evaluation import ava_reference
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the test-side reference
+from tests.pipelines.evaluation import ava_reference  # noqa: E402
 
 
 def write_input(d: str, n_kf: int, n_box: int, class_ids: list[int], seed: int) -> tuple[str, str]:

@@ -6,7 +6,7 @@ tables), then in the same run times
   (a) raw: every file of the store read with plain file reads into bytearrays,
   (b) load: `open_store(path).load()` of every group into contiguous tensors, and
   (c) start-up: what `train-head` does before its first step with this store as train and val
-      split (`preflight_train` of a linear head, then `load_split` twice), reported as
+      split (`preflight_train` of a linear head, then `.load()` of both splits), reported as
       start-up / (2 x load): 1.0 would mean the checks cost nothing beyond the two loads.
 Both are run warm (page cache filled by a first pass; dropping the cache needs root), alternating,
 best of --repeats. Reports raw_time / load_time (goal >= 0.5) and deletes the store; with
@@ -82,17 +82,12 @@ def startup(path: str) -> float:
     """train-head's work before its first step, the store as both splits (GT boxes)."""
     import torch
 
-    from stagecache.pipelines.training.preflight import preflight_train
-    from stagecache.pipelines.training.split_load import head_levels, load_split, reads_objects
-    from stagecache.pipelines.training.train import TrainArgs
+    from stagecache.pipelines.training.train import TrainArgs, preflight_train
 
     t0 = time.perf_counter()
     args = TrainArgs(train_store=path, val_store=path, head="linear", out_dir=path + "_run", val_boxes="gt",
                      progress=False)
-    head = preflight_train(args)
-    for _ in ("train", "val"):
-        load_split(path, boxes="gt", score_threshold=0.9, levels=head_levels(head), device=torch.device("cpu"),
-                   objects=reads_objects(head))
+    preflight_train(args).load(torch.device("cpu"))
     return time.perf_counter() - t0
 
 
@@ -160,12 +155,12 @@ raw, load, raw, load, ... {args.repeats} times each:
 |---|---|---|---|
 | raw: every file read into bytearrays | {rt:.3f} | {rm:.3f} | {size / rt / 1e9:.2f} GB/s |
 | `open_store(path).load()` into contiguous tensors | {lt:.3f} | {lm:.3f} | {lbytes / lt / 1e9:.2f} GB/s |
-| train-head start-up: `preflight_train` + `load_split` x 2 (store as train and val) | {st:.3f} | {sm:.3f} | |
+| train-head start-up: `preflight_train(args).load()` (store as train and val) | {st:.3f} | {sm:.3f} | |
 
 **raw_time / load_time = {ratio:.2f} (best), {ratio_m:.2f} (median)** (goal >= 0.5).
 **start-up / (2 x load) = {st / (2 * lt):.2f} (best), {sm / (2 * lm):.2f} (median)**: what the checks and
 the actor selection add to reading the splits (preflight reads metadata and the small base
-arrays; NaN/Inf are checked on the loaded tensors, `split_load.check_finite`).
+arrays; NaN/Inf are checked on the loaded tensors, `split.check_finite`).
 All times: {', '.join(f'raw {a:.2f} / load {b:.2f} / start-up {c:.2f}' for a, b, c in zip(raw_t, load_t, start_t))} s.
 
 Machine: {platform.platform()}, {os.cpu_count()} CPU cores shared with other jobs, Python {platform.python_version()},

@@ -286,7 +286,7 @@ def _heads_on(tmp: Path, args, device, head_args: dict) -> dict:
     from stagecache.extract.synthetic import make_feature_store
     from stagecache.extract.store import open_store
     from stagecache.pipelines.training.split_batches import epoch_batches
-    from stagecache.pipelines.training.split_load import backbone_groups, feature_dims, head_levels, load_split, reads_objects
+    from stagecache.pipelines.training.split import SplitSpec, backbone_groups, feature_dims, head_levels, load_split, reads_objects
     from stagecache.pipelines.training.steps import LossContext, SplitContext, device_batch, make_optimizer, step_loss, train_epoch
 
     kw = dict(keyframes_per_video=30, actor_dim=64, object_dim=32, levels=("roi", "temporal", "context"))
@@ -300,8 +300,8 @@ def _heads_on(tmp: Path, args, device, head_args: dict) -> dict:
         torch.manual_seed(0)
         head = build_head(name, actor_dim=actor_dim, object_dim=object_dim,
                           num_classes=len(store.attrs["label_ids"]), **hargs).to(device).train()
-        _, _, g = load_split(str(tr), boxes="gt", score_threshold=0.9, levels=head_levels(head), device=device,
-                             objects=reads_objects(head))
+        g = load_split(SplitSpec(str(tr), "train", "gt", 0.9), levels=head_levels(head), device=device,
+                       objects=reads_objects(head)).graph
         opt = make_optimizer(head.parameters(), 3e-3, 0.0, device)
         radius = float(head.temporal_radius)
         split, loss_ctx = SplitContext(g, radius, device, amp=False), LossContext("bce", no_pose)

@@ -11,7 +11,8 @@ For each video (sorted; this rank's share under `--shard i/n` or torchrun's RANK
           the groups that lack it (per-video steps: extract/features_video.py).
 
 A video that cannot be read fails alone (its message names it); the run goes on and the summary
-lists it. Keyframes past the end of a video are dropped and listed in the summary.
+lists it. Keyframes past the end of a video are dropped and listed in the summary. The arguments,
+`ExtractArgs`, are validated in extract/features_args.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,121 +29,18 @@ import torch
 
 from stagecache.extract import ava_io
 from stagecache.extract.actors import KeyframeRows, RowBuilder, rows_from_tables
-from stagecache.extract.backbones import BACKBONES, VideoBackbone, build_backbone
+from stagecache.extract.backbones import VideoBackbone, build_backbone
 from stagecache.extract.random_init import warn_random_init
 from stagecache.extract.checkpoints import load_checkpoint
 from stagecache.extract.clip_loader import Unit, iterate_units
 from stagecache.extract.datasets import TUBE_DATASETS, tube_inputs
 from stagecache.extract.datasets.tube_boxes import concat_proposals
+from stagecache.extract.features_args import ExtractArgs, parse_shard  # ExtractArgs: also imported from here
 from stagecache.extract.features_video import Detect, Pooling, finish_video, process_unit
-from stagecache.extract.store import LEVELS, Location
+from stagecache.extract.store import Location
 from stagecache.extract.video import find_videos
 
 SUMMARY_KEYS = ("videos", "done", "skipped", "failed", "keyframes", "boxes", "objects", "bytes_written")
-
-
-@dataclass
-class ExtractArgs:
-    """Arguments of `extract features` (see the CLI help for each)."""
-
-    split: str
-    videos: str
-    label_map: str
-    dataset: str = "ava"
-    out: str | None = None  # default cache/<dataset>/<split>.zarr
-    annotations: str | None = None
-    proposals: str | None = None
-    person_detector: str = "precomputed"
-    person_detector_kwargs: dict = field(default_factory=dict)
-    objects: str = "none"
-    objects_file: str | None = None
-    object_classes: str | None = None  # text file, one class name per line in id order (precomputed objects)
-    object_detector_kwargs: dict = field(default_factory=dict)
-    min_proposal_score: float = 0.0
-    transfer_labels: bool = True
-    label_iou: float = 0.9
-    backbone: str = "slowfast_r50"
-    group: str | None = None  # default: the backbone name
-    checkpoint: str | None = None
-    random_init: bool = False
-    allow_partial_checkpoint: bool = False
-    trust_pickle: bool = False  # plain unpickling of the proposals pickle / checkpoint (core.safe_pickle)
-    res5_dilation: bool = False
-    backbone_kwargs: dict = field(default_factory=dict)  # constructor overrides (tiny test configs)
-    sampling_overrides: dict = field(default_factory=dict)
-    save: tuple[str, ...] = ()
-    context_grid: int | None = None
-    roi_resolution: int = 7
-    roi_aligned: bool = True
-    time_offset: float | None = None  # None: 0 for video files, 900 for PySlowFast frame folders
-    kinetics_names: bool = False
-    fps: float = 30.0
-    batch_size: int = 8
-    num_workers: int = 2
-    device: str = "cuda"  # a GPU job; without CUDA, __post_init__ falls back to the CPU (and says so)
-    amp: bool = True
-    shard: str | None = None  # "i/n"
-    allow_config_mismatch: bool = False
-    flush_mb: int = 64
-    seed: int = 0
-    progress: bool = True
-    limit_videos: int | None = None
-    frame_stride: int | None = None  # jhmdb/ucf24 (extract.datasets): keyframe every N frames; None: every annotated
-    gt_jitter: float = 0.0  # jhmdb/ucf24: jittered GT copies as proposals (extract/datasets/tube_boxes.py); 0: off
-    gt_jitter_copies: int = 1
-
-    def __post_init__(self):
-        self.save = tuple(s for s in (self.save.split(",") if isinstance(self.save, str) else self.save) if s)
-        if not self.split:
-            raise ValueError("split must be a non-empty name")
-        for name in ("videos", "label_map", "annotations", "proposals", "objects_file", "object_classes", "checkpoint"):
-            p = getattr(self, name)
-            if p is not None and not Path(p).exists():
-                raise ValueError(f"{name}: {p} does not exist")
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(sorted(BACKBONES))}")
-        if self.checkpoint is None and not self.random_init:
-            raise ValueError("no --checkpoint given: pass one, or --random-init for tests and the demo "
-                             "(random weights give meaningless features)")
-        if self.checkpoint is not None and self.random_init:
-            raise ValueError("--checkpoint and --random-init exclude each other")
-        bad = set(self.save) - set(LEVELS)
-        if bad:
-            raise ValueError(f"--save: unknown levels {sorted(bad)}; valid: {', '.join(LEVELS)}")
-        if self.context_grid is not None and self.context_grid < 1:
-            raise ValueError(f"context_grid must be >= 1, got {self.context_grid}")
-        if not 0.0 < self.label_iou <= 1.0:
-            raise ValueError(f"label_iou must be in (0, 1], got {self.label_iou}")
-        if self.objects == "precomputed" and self.objects_file is None:
-            raise ValueError("--objects precomputed needs --objects-file (an objects CSV)")
-        if self.person_detector == "precomputed" and self.annotations is None and self.proposals is None:
-            raise ValueError("with --person-detector precomputed give --annotations and/or --proposals")
-        if self.batch_size < 1 or self.num_workers < 0 or self.roi_resolution < 1:
-            raise ValueError("batch_size and roi_resolution must be >= 1, num_workers >= 0")
-        if self.shard is not None:
-            parse_shard(self.shard)
-        if self.gt_jitter and (self.dataset not in TUBE_DATASETS or not 0 < self.gt_jitter < 0.5
-                               or self.gt_jitter_copies < 1):
-            raise ValueError("gt_jitter (in (0, 0.5), copies >= 1) is for --dataset jhmdb / ucf24")
-        if self.group is None:
-            self.group = self.backbone
-        if self.group == "base":
-            raise ValueError("group 'base' is reserved for the boxes")
-        if self.out is None:
-            self.out = str(Path("cache") / self.dataset / f"{self.split}.zarr")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            print("CUDA not available: using the CPU", file=sys.stderr)
-            self.device = "cpu"
-
-
-def parse_shard(s: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in s.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {s!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {s!r}: need 0 <= i < n")
-    return i, n
 
 
 def resolve_rank(shard: str | None) -> tuple[int, int]:

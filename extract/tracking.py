@@ -10,9 +10,12 @@ rows and detector rows of one keyframe, which describe the same people twice) ar
 independently.
 
 `write_tracks(store_path)` runs this over a store's base boxes and writes the derived group
-"tracks" with the array `actor_track` (A,), in the store's actor order.
+"tracks" with the array `actor_track` (A,), in the store's actor order; `TracksArgs` are the
+arguments of `extract tracks`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -20,7 +23,25 @@ from scipy.optimize import linear_sum_assignment
 from stagecache.core.boxes import box_iou
 from stagecache.core.timekeys import TIME_EPS
 
-__all__ = ["track_boxes", "write_tracks"]
+__all__ = ["TracksArgs", "track_boxes", "write_tracks"]
+
+
+@dataclass
+class TracksArgs:
+    """Arguments of `extract tracks` (`write_tracks`); each field's metadata is its CLI option
+    (pipelines/commands/options.py)."""
+
+    store: str = field(metadata={"help": "Store whose base boxes are linked into tracks."})
+    iou_threshold: float = field(default=0.3, metadata={"help": "Smallest IoU for a box to continue a track.",
+                                                        "range": {"min": 0, "max": 1}})
+    max_gap: float = field(default=1.0, metadata={"help": "Seconds a track may skip (1 = consecutive AVA keyframes).",
+                                                  "range": {"min": 0}})
+    separate_gt: bool = field(default=True, metadata={
+        "help": "Track ground-truth rows and detector rows independently.", "option": "--separate-gt/--mixed"})
+
+    def __post_init__(self):
+        if not 0 <= self.iou_threshold <= 1 or self.max_gap < 0:
+            raise ValueError(f"iou_threshold must be in [0, 1] and max_gap >= 0, got {self.iou_threshold}, {self.max_gap}")
 
 
 def _numpy(x) -> np.ndarray:

@@ -5,7 +5,7 @@
 (heads/protocol.py: the required forward and the optional capabilities, with `HeadBase` giving
 their defaults). The factories are made from one table (`_BUILT_BY`: what each calls), which
 `head_callables` also reads to type `--head-arg` values by their signatures
-(pipelines/training/preflight.py). Imports are done on first use so that one head's optional dependency
+(pipelines/training/head_args.py). Imports are done on first use so that one head's optional dependency
 never breaks another.
 """
 from __future__ import annotations

@@ -9,13 +9,10 @@ rows), `layers.{i-1}.attn_w` (row k = a_k), `layers.{i-1}.fc_out`, `layers.{i-1}
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # heads/stage.py imports this module; STAGEHead is imported where it is built
-    from .stage import STAGEHead
+from .stage import STAGEHead
 
 
 def _official_names(i: int) -> tuple[str, str, str]:
@@ -32,8 +29,6 @@ def from_official_state_dict(state_dict: dict[str, Tensor], *, class_columns: li
     class_columns: rows of the official `logits` layer to keep, in order (the official model has
     81 outputs, column 0 background, column c = AVA id c: pass the store's label ids); default
     every row but 0. Dims, heads and layers are read from the weights."""
-    from .stage import STAGEHead
-
     sd = {k: v for k, v in state_dict.items()}
     try:
         w0 = sd["gat1.attention_0.W"]

@@ -72,8 +72,9 @@ def _room(module: str) -> str:
 
 def test_the_modules_are_found():
     assert "stagecache.pipelines.training.train" in MODULES and "stagecache.heads.stage" in MODULES
-    assert "stagecache.pipelines.commands.cli" in GRAPH["stagecache.pipelines.commands.train"] or \
-        GRAPH["stagecache.pipelines.commands.train"]
+    # the graph holds real edges: the loop's one data seam, a relative import inside a room
+    assert "stagecache.pipelines.training.split" in GRAPH["stagecache.pipelines.training.train"]
+    assert "stagecache.heads.protocol" in GRAPH["stagecache.heads.linear"]
 
 
 def test_every_room_imports_only_the_rooms_below_it():

@@ -14,76 +14,18 @@ Contract (docs/DESIGN.md, "Detector API"):
 
 Every factory takes flat keyword arguments; an unknown name raises ``KeyError`` listing the valid
 names. Factories that need detectron2 import it only when called.
+
+The contract's types are defined in ``types`` (the detector modules import them from there) and
+re-exported here; this package imports the detector modules, never the other way round.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
-import torch
 from torch import Tensor
 
-
-@dataclass
-class Detections:
-    """People in one frame."""
-
-    box: Tensor  # (N, 4) float32 normalised x1, y1, x2, y2
-    score: Tensor  # (N,) float32
-    class_id: Tensor  # (N,) long: detector class id of the kept class (e.g. COCO person = 1)
-
-    def __len__(self) -> int:
-        return int(self.box.shape[0])
-
-    def to(self, device) -> "Detections":
-        return Detections(self.box.to(device), self.score.to(device), self.class_id.to(device))
-
-
-@dataclass
-class ObjectDetections:
-    """Objects in one frame with one feature vector per box."""
-
-    box: Tensor  # (N, 4) float32 normalised x1, y1, x2, y2
-    score: Tensor  # (N,) float32
-    class_id: Tensor  # (N,) long: index into the detector's `class_names`, -1 unknown
-    feature: Tensor  # (N, D) float32; D = detector.feature_dim (0 when no features)
-    attr_id: Tensor | None = None  # (N,) long: best attribute (VG attribute index), when computed
-    attr_score: Tensor | None = None  # (N,) float32
-
-    def __len__(self) -> int:
-        return int(self.box.shape[0])
-
-    def to(self, device) -> "ObjectDetections":
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return ObjectDetections(mv(self.box), mv(self.score), mv(self.class_id), mv(self.feature),
-                                mv(self.attr_id), mv(self.attr_score))
-
-
-def empty_detections(device="cpu") -> Detections:
-    return Detections(torch.zeros(0, 4, device=device), torch.zeros(0, device=device),
-                      torch.zeros(0, dtype=torch.long, device=device))
-
-
-def empty_object_detections(feature_dim: int, device="cpu") -> ObjectDetections:
-    return ObjectDetections(torch.zeros(0, 4, device=device), torch.zeros(0, device=device),
-                            torch.zeros(0, dtype=torch.long, device=device),
-                            torch.zeros(0, feature_dim, device=device))
-
-
-class PersonDetector(Protocol):
-    needs_frames: bool  # False: called with frames=None (looks detections up by key)
-    missing: Sequence[tuple[str, int]]  # (video, timestamp ms) keys a lookup found no record for
-
-    def __call__(self, frames: Tensor | None, keys=None) -> list[Detections]: ...
-
-
-class ObjectDetector(Protocol):
-    class_names: list[str]
-    feature_dim: int  # 0 when it gives no features
-    needs_frames: bool
-    missing: Sequence[tuple[str, int]]
-
-    def __call__(self, frames: Tensor | None, keys=None) -> list[ObjectDetections]: ...
+from .types import (Detections, ObjectDetections, ObjectDetector, PersonDetector, empty_detections,
+                    empty_object_detections)
 
 
 class NoObjectDetector:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
-from . import Detections
+from .types import Detections
 
 
 def check_weights_arg(what: str, weights, random_init: bool) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 from stagecache.core.errors import UserError
 from stagecache.core.safe_pickle import load_pickle, torch_load
 
-from . import Detections, ObjectDetections
+from .types import Detections, ObjectDetections
 from ._common import check_frames, check_post_args, filter_people
 from .vg import PIXEL_MEAN_BGR, postprocess_vg, read_class_names
 

@@ -48,14 +48,14 @@ class DetectionsArgs:
     """Arguments of `extract detections`; each field's help is its CLI option's
     (pipelines/commands/options.py)."""
 
-    video_dir: str = field(metadata={"help": "Folder of videos (<id>.mp4 ...) or PySlowFast frame folders."})
-    out_dir: str = field(metadata={
+    video_dir: str = field(metadata={"path": {"exists": True, "file_okay": False}, "help": "Folder of videos (<id>.mp4 ...) or PySlowFast frame folders."})
+    out_dir: str = field(metadata={"option": "--out", "path": {"file_okay": False}, 
         "help": "Output folder: proposals.csv, objects.csv, parts/<video>.npz (features), config JSON."})
-    keyframes: str | None = field(default=None, metadata={
+    keyframes: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "CSV whose first two columns are video,timestamp (e.g. AVA annotations). [default: none]"})
     timestamps: str | None = field(default=None, metadata={  # inclusive range for every video found
         "help": "start:end[:step] seconds for every video found, e.g. 902:1798. [default: none]"})
-    videos: tuple[str, ...] = field(default=(), metadata={"help": "Only these video ids (repeatable). [default: all]"})
+    videos: tuple[str, ...] = field(default=(), metadata={"option": "--video", "help": "Only these video ids (repeatable). [default: all]"})
     fps: float | None = field(default=None, metadata={
         "help": "Frame-grid rate of the videos (jhmdb/ucf24: also timestamp = (frame - 1) / fps). "
                 "[default: 30; ucf24: 25]"})
@@ -63,54 +63,54 @@ class DetectionsArgs:
         "help": "jhmdb / ucf24: keyframes from the --annotations GT pickle (every annotated frame of the split "
                 "and side, as extract features stores them), --video-dir is the dataset root; any other name: "
                 "--keyframes or --timestamps."})
-    annotations: str | None = field(default=None, metadata={
+    annotations: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "jhmdb/ucf24: the ACT GT pickle (JHMDB-GT.pkl / UCF101v2-GT.pkl). [default: none]"})
     split: str | None = field(default=None, metadata={
         "help": "jhmdb/ucf24: split N with --side, or train<N> / test<N>. [default: none]"})
-    side: str | None = field(default=None, metadata={
+    side: str | None = field(default=None, metadata={"choices": ["train", "test"], 
         "help": "jhmdb/ucf24: which videos of split N. [default: none]"})
-    frame_stride: int | None = field(default=None, metadata={
+    frame_stride: int | None = field(default=None, metadata={"range": {"min": 1}, 
         "help": "jhmdb/ucf24: keyframes at frames 1, 1+N, ... that have a GT box. [default: every annotated frame]"})
     time_offset: float = field(default=0.0, metadata={  # see extract/video.py
         "help": "video time = timestamp - offset (900 for AVA's trimmed 15-min clips / frame folders)."})
     kinetics_names: bool = field(default=False, metadata={
         "help": "Videos named <id>_<start>_<end>: offset = start per video."})
-    person_detector: str = field(default="torchvision", metadata={"help": "Person detector."})
-    person_weights: str | None = field(default=None, metadata={
+    person_detector: str = field(default="torchvision", metadata={"choices": ["torchvision", "detectron2", "precomputed", "none"], "help": "Person detector."})
+    person_weights: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "torchvision state_dict (fasterrcnn_resnet50_fpn_v2 COCO) or detectron2 weights. [default: none]"})
-    person_config: str | None = field(default=None, metadata={
+    person_config: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "detectron2 config file for --person-detector detectron2. [default: none]"})
-    person_file: str | None = field(default=None, metadata={
+    person_file: str | None = field(default=None, metadata={"path": {"exists": True}, 
         "help": "Proposals file (CSV / MMAction2 pkl / COCO json) for --person-detector precomputed. [default: none]"})
-    person_score_thresh: float = field(default=0.8, metadata={"help": "Minimum person score."})
-    person_nms_thresh: float = field(default=0.5, metadata={"help": "Person NMS IoU (1 = no NMS)."})
-    person_max: int = field(default=50, metadata={"help": "Maximum people per keyframe."})
-    person_min_size: int = field(default=800, metadata={"help": "torchvision person detector input shortest side."})
-    person_max_size: int = field(default=1333, metadata={"help": "torchvision person detector input longest side."})
-    objects: str = field(default="none", metadata={
+    person_score_thresh: float = field(default=0.8, metadata={"range": {"min": 0, "max": 1}, "help": "Minimum person score."})
+    person_nms_thresh: float = field(default=0.5, metadata={"option": "--person-nms", "range": {"min": 0, "max": 1, "min_open": True}, "help": "Person NMS IoU (1 = no NMS)."})
+    person_max: int = field(default=50, metadata={"range": {"min": 1}, "help": "Maximum people per keyframe."})
+    person_min_size: int = field(default=800, metadata={"range": {"min": 32}, "help": "torchvision person detector input shortest side."})
+    person_max_size: int = field(default=1333, metadata={"range": {"min": 32}, "help": "torchvision person detector input longest side."})
+    objects: str = field(default="none", metadata={"choices": ["vg", "vg-detectron2", "precomputed", "none"], 
         "help": "Object detector: built-in VG Faster R-CNN, the same through detectron2, bottom-up-attention "
                 "TSV/npz files, or none."})
-    vg_weights: str | None = field(default=None, metadata={
+    vg_weights: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "faster_rcnn_from_caffe_attr.pkl / faster_rcnn_from_caffe.pkl (or a detectron2 .pth). [default: none]"})
-    vg_config: str | None = field(default=None, metadata={
+    vg_config: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "py-bottom-up-attention config for --objects vg-detectron2. [default: none]"})
-    vg_classes: str | None = field(default=None, metadata={
+    vg_classes: str | None = field(default=None, metadata={"path": {"exists": True, "dir_okay": False}, 
         "help": "objects_vocab.txt (1600 lines); without it classes are named vg_<i>. [default: none]"})
-    objects_file: str | None = field(default=None, metadata={
+    objects_file: str | None = field(default=None, metadata={"path": {"exists": True}, 
         "help": "bottom-up-attention TSV, npz file or folder of npz for --objects precomputed. [default: none]"})
-    object_score_thresh: float = field(default=0.2, metadata={
+    object_score_thresh: float = field(default=0.2, metadata={"range": {"min": 0, "max": 1}, 
         "help": "Minimum object score (bottom-up attention: 0.2)."})
-    object_nms_thresh: float = field(default=0.3, metadata={"help": "Per-class NMS IoU for objects."})
-    max_objects: int = field(default=25, metadata={"help": "Maximum objects per keyframe (top by score)."})
-    min_objects: int = field(default=0, metadata={
+    object_nms_thresh: float = field(default=0.3, metadata={"option": "--object-nms", "range": {"min": 0, "max": 1, "min_open": True}, "help": "Per-class NMS IoU for objects."})
+    max_objects: int = field(default=25, metadata={"range": {"min": 1}, "help": "Maximum objects per keyframe (top by score)."})
+    min_objects: int = field(default=0, metadata={"range": {"min": 0}, 
         "help": "Minimum objects per keyframe (filled with the best remaining proposals)."})
-    box_source: str = field(default="regressed", metadata={
+    box_source: str = field(default="regressed", metadata={"choices": ["regressed", "proposal"], 
         "help": "Object box: class-regressed (py-bottom-up-attention) or the RPN proposal (Caffe generate_tsv)."})
-    vg_min_size: int = field(default=600, metadata={"help": "VG detector input shortest side."})
-    vg_max_size: int = field(default=1000, metadata={"help": "VG detector input longest side."})
+    vg_min_size: int = field(default=600, metadata={"range": {"min": 32}, "help": "VG detector input shortest side."})
+    vg_max_size: int = field(default=1000, metadata={"range": {"min": 32}, "help": "VG detector input longest side."})
     random_init: bool = field(default=False, metadata={
         "help": "Random detector weights: TESTS/DEMO ONLY, the detections are meaningless."})
-    batch_size: int = field(default=4, metadata={"help": "Keyframes per batch."})
+    batch_size: int = field(default=4, metadata={"range": {"min": 1}, "help": "Keyframes per batch."})
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, cuda:1)."})
     overwrite: bool = field(default=False, metadata={
         "help": "Recompute videos already in --out (otherwise they are kept and the job resumes)."})

@@ -15,7 +15,7 @@ from stagecache.core.errors import UserError
 from stagecache.extract.random_init import warn_random_init
 from stagecache.core.safe_pickle import torch_load
 
-from . import Detections
+from .types import Detections
 from ._common import check_frames, check_post_args, check_weights_arg, filter_people
 
 COCO_PERSON = 1

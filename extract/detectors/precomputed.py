@@ -35,7 +35,7 @@ from stagecache.core.timekeys import timestamp_key, timestamp_keys
 from stagecache.core.errors import UserError
 from stagecache.core.safe_pickle import loads_pickle
 
-from . import Detections, ObjectDetections, empty_detections, empty_object_detections
+from .types import Detections, ObjectDetections, empty_detections, empty_object_detections
 from ._common import check_post_args, filter_people
 
 

@@ -36,7 +36,7 @@ from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, batched_nms, n
 
 from stagecache.extract.random_init import warn_random_init
 
-from . import ObjectDetections
+from .types import ObjectDetections
 from ._common import check_frames, check_weights_arg, normalise_boxes, pixel_boxes
 from .vg_convert import convert_d2_state, read_d2_checkpoint
 

@@ -47,14 +47,17 @@ class VideoDatasetArgs:
     """Arguments of `synth videos` (validated here; `run()` calls `make_video_dataset`); each field's
     help is its CLI option's (pipelines/commands/options.py)."""
 
-    out_dir: str = field(metadata={"help": "Output folder (videos/, annotations/, dataset.json)."})
+    out_dir: str = field(metadata={"help": "Output folder (videos/, annotations/, dataset.json).", "option": "--out",
+                                   "path": {"file_okay": False}})
     seed: int = field(default=0, metadata={"help": "Random seed."})
-    n_videos: int = field(default=2, metadata={"help": "Videos per split."})
-    seconds: int = field(default=6, metadata={"help": "Video length in seconds (keyframes 902 .. 900 + seconds - 2)."})
-    fps: int = field(default=30, metadata={"help": "Frame rate."})
+    n_videos: int = field(default=2, metadata={"help": "Videos per split.", "option": "--videos", "range": {"min": 1}})
+    seconds: int = field(default=6, metadata={"help": "Video length in seconds (keyframes 902 .. 900 + seconds - 2).",
+                                              "range": {"min": 4}})
+    fps: int = field(default=30, metadata={"help": "Frame rate.", "range": {"min": 1}})
     width: int = field(default=160, metadata={"help": "Frame width (even)."})
     height: int = field(default=120, metadata={"help": "Frame height (even)."})
-    splits: tuple[str, ...] = ("train", "val")  # CLI: --splits, comma-separated
+    splits: tuple[str, ...] = field(default=("train", "val"), metadata={"help": "Comma-separated split names.",
+                                                                      "sep": ","})
     codec: str = field(default="mpeg4", metadata={"help": "PyAV video codec."})
 
     def __post_init__(self):
@@ -80,19 +83,25 @@ class FeatureStoreArgs:
     """Arguments of `synth store` (validated here; `run()` calls `make_feature_store`); each field's
     help is its CLI option's (pipelines/commands/options.py)."""
 
-    path: str = field(metadata={"help": "Store path (created or resumed)."})
+    path: str = field(metadata={"help": "Store path (created or resumed).", "option": "--out"})
     split: str = field(default="train", metadata={"help": "Split name recorded in the store."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
-    n_videos: int = field(default=4, metadata={"help": "Number of videos."})
-    keyframes_per_video: int = field(default=30, metadata={"help": "Keyframes per video."})
-    actor_dim: int = field(default=64, metadata={"help": "Actor feature dimension (2304 for SlowFast R50 scale)."})
-    object_dim: int = field(default=32, metadata={"help": "Object feature dimension."})
+    n_videos: int = field(default=4, metadata={"help": "Number of videos.", "option": "--videos", "range": {"min": 1}})
+    keyframes_per_video: int = field(default=30, metadata={"help": "Keyframes per video.", "option": "--keyframes",
+                                                           "range": {"min": 1}})
+    actor_dim: int = field(default=64, metadata={"help": "Actor feature dimension (2304 for SlowFast R50 scale).",
+                                                 "range": {"min": 1}})
+    object_dim: int = field(default=32, metadata={"help": "Object feature dimension.", "range": {"min": 1}})
     backbone: str = field(default="synthetic", metadata={"help": "Name of the feature group."})
     proposals: bool = field(default=True, metadata={"help": "Also write jittered-GT and false-positive proposal rows."})
-    noise: float = field(default=1.0, metadata={"help": "Feature noise (expected norm of the noise vector)."})
-    first_video: int = field(default=0, metadata={"help": "Index of the first video (names syn_<index>)."})
-    progress: bool = False  # the CLI always shows it
-    levels: list[str] = field(default_factory=list)  # CLI: --levels, comma-separated
+    noise: float = field(default=1.0, metadata={"help": "Feature noise (expected norm of the noise vector).",
+                                                "range": {"min": 0}})
+    first_video: int = field(default=0, metadata={"help": "Index of the first video (names syn_<index>).",
+                                                  "range": {"min": 0}})
+    progress: bool = field(default=False, metadata={"no_option": "the command always shows the progress bar"})
+    levels: list[str] = field(default_factory=list, metadata={
+        "help": "Extra backbone levels, comma-separated subset of roi,temporal,context (for heads such as acrn/acar "
+                "(context), sonly/igmn dam (roi), tonly (temporal)).", "sep": ","})
 
     def __post_init__(self):
         bad = sorted(set(self.levels) - set(LEVELS))

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stagecache.extract.datasets.tubes_pkl import dataset_spec, tube_inputs
+from stagecache.extract.datasets.tube_split import tube_inputs
+from stagecache.extract.datasets.tubes_pkl import dataset_spec
 
 PICKLE_NAMES = {"jhmdb": "JHMDB-GT.pkl", "ucf24": "UCF101v2-GT.pkl"}
 COLOURS = ("red", "green")

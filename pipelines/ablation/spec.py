@@ -25,6 +25,7 @@ Spec format (YAML):
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,8 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # TrainArgs fields the sweep sets per run; a spec may not set them in `train:`.
 _MANAGED = {"train_store", "val_store", "head", "head_args", "out_dir", "seed", "resume", "command_line"}
+# TrainArgs fields of what train-head does after train(): a sweep runs train() alone, so it refuses them.
+AFTER_TRAIN = {"retrain_classifier", "retrain_epochs"}
 _CONFIG_KEYS = {"name", "label", "head", "head_args", "grid", "train", "unavailable"}
 _SPEC_KEYS = {"name", "reference", "description", "seeds", "train", "baseline", "all_heads", "grid_table", "configs"}
 
@@ -56,11 +59,42 @@ def check_train_dict(d, where: str) -> dict:
         return {}
     if not isinstance(d, dict):
         raise ValueError(f"{where}: 'train' must be a mapping of TrainArgs fields, got {type(d).__name__}")
-    bad = sorted(set(d) - (_train_fields() - _MANAGED))
+    valid = _train_fields() - _MANAGED - AFTER_TRAIN
+    bad = sorted(set(d) - valid)
     if bad:
-        raise ValueError(f"{where}: unknown or managed train field(s) {bad}; valid: "
-                         f"{', '.join(sorted(_train_fields() - _MANAGED))}")
+        raise ValueError(f"{where}: unknown or managed train field(s) {bad}; valid: {', '.join(sorted(valid))}")
     return dict(d)
+
+
+def parse_pairs(pairs) -> dict:
+    """`--head-arg` / `--train-arg KEY=VALUE` for a sweep over several heads, so untyped: true/false/
+    yes/no -> bool, else JSON, else the string. Each run's train() checks the head keywords against
+    the head's signature (pipelines/training/head_args.py) before it writes anything."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        low = value.strip().lower()
+        if low in ("true", "yes", "false", "no"):
+            out[key] = low in ("true", "yes")
+        else:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
+    return out
+
+
+def parse_grid(pairs) -> dict[str, list]:
+    """`--grid num_heads=2,4,8` -> {"num_heads": [2, 4, 8]} (values as `parse_pairs`)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"expected KEY=V1,V2,..., got {pair!r}")
+        key, values = pair.split("=", 1)
+        out[key] = [parse_pairs((f"v={v}",))["v"] for v in values.split(",") if v.strip()]
+    return out
 
 
 @dataclass

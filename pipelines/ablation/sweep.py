@@ -24,12 +24,13 @@ from pathlib import Path
 
 from stagecache.core.atomic import atomic_open
 from stagecache.heads import HEADS, build_head
-from stagecache.pipelines.ablation.spec import Config, Spec, check_train_dict, load_spec, parse_spec, spec_from_flags
+from stagecache.pipelines.ablation.spec import (AFTER_TRAIN, Config, Spec, check_train_dict, load_spec, parse_grid,
+                                                parse_pairs, parse_spec, presets, spec_from_flags)
 from stagecache.pipelines.training.steps import resolve_device
 from stagecache.pipelines.training.train import TrainArgs, train
 
 # Fields that do not change what a run computes: a rerun may differ in them.
-_VOLATILE = {"progress", "command_line", "resume", "device", "out_dir", "train_store", "val_store"}
+_VOLATILE = {"progress", "command_line", "resume", "device", "out_dir", "train_store", "val_store"} | AFTER_TRAIN
 
 
 # ----------------------------------------------------------------------------- store levels
@@ -80,24 +81,49 @@ class Run:
 
 @dataclass
 class AblateArgs:
-    train_store: str
-    val_store: str
-    out: str
-    preset: str = ""
-    spec_file: str = ""
-    heads: list[str] = field(default_factory=list)  # flags mode: one config per head
-    head_args: dict = field(default_factory=dict)
-    grid: dict = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=list)  # overrides the spec's
-    train: dict = field(default_factory=dict)  # overrides the spec's shared TrainArgs fields
-    baseline: str = ""  # overrides the spec's
-    groups: str = ""  # groups JSON for non-AVA label maps
-    jobs: int = 1
-    top_k: int = 20  # classes in each gain plot
-    progress: bool = True
-    command_line: str = ""
+    """Arguments of `ablate`; each field's metadata is its CLI option (pipelines/commands/options.py)."""
+
+    train_store: str = field(metadata={"help": "Feature store of the training split."})
+    val_store: str = field(metadata={"help": "Feature store of the validation split."})
+    out: str = field(metadata={"help": "Results directory (runs/ inside; rerun to resume)."})
+    preset: str = field(default="", metadata={"help": f"Shipped spec: {', '.join(presets())}."})
+    spec_file: str = field(default="", metadata={
+        "help": "YAML spec file (format: pipelines/ablation/sweep.py docstring).", "option": "--spec"})
+    heads: list[str] = field(default_factory=list, metadata={  # flags mode: one config per head
+        "help": "Instead of a spec: one configuration per head (repeatable).", "option": "--head"})
+    head_args: dict = field(default_factory=dict, metadata={
+        "help": "With --head: head keyword for every configuration.", "option": "--head-arg", "parse": parse_pairs})
+    grid: dict = field(default_factory=dict, metadata={
+        "help": "With --head: grid over a head keyword (repeatable; product).", "metavar": "KEY=V1,V2",
+        "parse": parse_grid})
+    seeds: list[int] = field(default_factory=list, metadata={  # overrides the spec's
+        "help": "Comma-separated seeds. Default: the spec's (presets: 0).", "sep": ","})
+    # Shorthands for `train` entries (None: not given, the spec's value stands, else train-head's).
+    epochs: int | None = field(default=None, metadata={
+        "help": "Epoch cap for every run. Default: the spec's, else train-head's."})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "Batch size for every run. Default: the spec's, else train-head's."})
+    lr: float | None = field(default=None, metadata={
+        "help": "Learning rate for every run. Default: the spec's, else each head's paper value."})
+    device: str | None = field(default=None, metadata={
+        "help": "auto, cpu, cuda or cuda:N. Default: the spec's, else auto."})
+    train: dict = field(default_factory=dict, metadata={  # overrides the spec's shared TrainArgs fields
+        "help": "Any other train-head field for every run, e.g. --train-arg val_boxes=gt.", "option": "--train-arg",
+        "parse": parse_pairs})
+    baseline: str = field(default="", metadata={  # overrides the spec's
+        "help": "Configuration the per-class gains are measured against. Default: the spec's, else the first "
+                "linear one."})
+    groups: str = field(default="", metadata={  # groups JSON for non-AVA label maps
+        "help": "Class groups JSON {\"group\": [ids]} for non-AVA label maps. Default: AVA groups / the store's."})
+    jobs: int = field(default=1, metadata={
+        "help": "Runs trained at once (process pool); raise it on a GPU with room."})
+    top_k: int = field(default=20, metadata={"help": "Classes per per-class gain plot (largest absolute gains)."})
+    progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
+    command_line: str = field(default="", metadata={"no_option": "the command line itself, set by the command"})
 
     def __post_init__(self):
+        self.train = dict(self.train) | {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "device")
+                                         if getattr(self, k) is not None}
         given = sum(bool(x) for x in (self.preset, self.spec_file, self.heads))
         if given != 1:
             raise ValueError("give exactly one of --preset, --spec or --head")

@@ -1,7 +1,8 @@
-"""Console entry points. Each command's options live in `pipelines/commands/<area>.py`; its logic in
-the module it names. Entry points import only their own command so one area's optional
-dependency never breaks another. Every entry point (and `stagecache <command>`) runs through `run`,
-the one error path: `core.errors.UserError` -> `Error: <message>`, exit 1."""
+"""Console entry points. Each command lives in `pipelines/commands/<area>.py`, its options generated
+from its argument dataclass (`options.py`); its logic in the module it names. Entry points import
+only their own command so one area's optional dependency never breaks another. Every entry point
+(and `stagecache <command>`) runs through `run`, the one error path: `core.errors.UserError` ->
+`Error: <message>`, exit 1."""
 from __future__ import annotations
 
 import importlib

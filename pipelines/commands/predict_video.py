@@ -9,8 +9,7 @@ from stagecache.pipelines.tools.predict_video import PredictVideoArgs
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("video", type=click.Path(exists=True, dir_okay=False))
-@dataclass_options(PredictVideoArgs, skip=("video",), decls={"run_dir": "--run", "out_dir": "--out"})
+@dataclass_options(PredictVideoArgs)
 def predict_video_cli(**kw):
     """Detect people (or read proposals), extract features with the run's backbone, run the trained
     head and write an AVA predictions CSV and an annotated MP4."""

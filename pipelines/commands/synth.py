@@ -8,7 +8,7 @@ import click
 
 from stagecache.core.errors import UserError
 from stagecache.extract.synthetic import FeatureStoreArgs, VideoDatasetArgs
-from stagecache.pipelines.commands.options import dataclass_options, default_of
+from stagecache.pipelines.commands.options import dataclass_options
 
 
 @click.group("synth")
@@ -16,17 +16,12 @@ def synth_cli() -> None:
     """Synthetic AVA-format data, deterministic by seed (see extract/synthetic/)."""
 
 
-@synth_cli.command("videos")
-@dataclass_options(VideoDatasetArgs, skip=("splits",), decls={"out_dir": "--out", "n_videos": "--videos"},
-                   types={"out_dir": click.Path(file_okay=False), "n_videos": click.IntRange(min=1),
-                          "seconds": click.IntRange(min=4), "fps": click.IntRange(min=1)})
-@click.option("--splits", default=",".join(default_of(VideoDatasetArgs, "splits")), show_default=True,
-              help="Comma-separated split names.")
-def videos_cmd(splits, **kw) -> None:
+@synth_cli.command("videos", context_settings={"show_default": True})
+@dataclass_options(VideoDatasetArgs)
+def videos_cmd(**kw) -> None:
     """Render synthetic videos and write AVA-format annotations, proposals, objects."""
-    split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     try:
-        out = VideoDatasetArgs(splits=split_names, **kw).run()
+        out = VideoDatasetArgs(**kw).run()
     except UserError:  # the CLI's one error path prints it (pipelines/commands/cli.py)
         raise
     except ValueError as e:
@@ -37,23 +32,17 @@ def videos_cmd(splits, **kw) -> None:
                f"for splits {list(info['splits'])} to {out}")
 
 
-@synth_cli.command("store")
-@dataclass_options(FeatureStoreArgs, skip=("progress", "levels"),
-                   decls={"path": "--out", "n_videos": "--videos", "keyframes_per_video": "--keyframes"},
-                   types={"n_videos": click.IntRange(min=1), "first_video": click.IntRange(min=0),
-                          "keyframes_per_video": click.IntRange(min=1), "actor_dim": click.IntRange(min=1),
-                          "object_dim": click.IntRange(min=1), "noise": click.FloatRange(min=0)})
-@click.option("--levels", default="", show_default=True,
-              help="Extra backbone levels, comma-separated subset of roi,temporal,context "
-                   "(for heads such as acrn/acar (context), sonly/igmn dam (roi), tonly (temporal)).")
-def store_cmd(levels, **kw) -> None:
+@synth_cli.command("store", context_settings={"show_default": True})
+@dataclass_options(FeatureStoreArgs)
+def store_cmd(**kw) -> None:
     """Write a feature-level synthetic store (no video) for tests and benchmarks."""
     try:
-        FeatureStoreArgs(progress=True, levels=[v.strip() for v in levels.split(",") if v.strip()], **kw).run()
+        FeatureStoreArgs(progress=True, **kw).run()
     except UserError:  # the CLI's one error path prints it (pipelines/commands/cli.py)
         raise
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+    levels = ",".join(kw["levels"])
     click.echo(f"wrote synthetic store {kw['path']} (split {kw['split']}, {kw['n_videos']} videos x "
                f"{kw['keyframes_per_video']} keyframes, groups base + {kw['backbone']}"
                f"{' with ' + levels if levels else ''})")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import click
 
 from stagecache.core.errors import UserError
-from stagecache.pipelines.commands.options import BOXES, dataclass_options
+from stagecache.pipelines.commands.options import dataclass_options
 from stagecache.pipelines.tools.visualize import VisualizeArgs
 
 
 @click.command(context_settings={"show_default": True})
-@dataclass_options(VisualizeArgs, decls={"out_dir": "--out", "run_dir": "--run"}, types={"boxes": BOXES})
+@dataclass_options(VisualizeArgs)
 def visualize_cli(**kw):
     """Draw a keyframe with its boxes, predicted labels and scores; with --run, STAGE attention lines
     from each actor to its neighbours and ACAR-Net HR2O attention heat maps."""

@@ -1,4 +1,6 @@
-"""`cache info / verify / export / import`: inspecting and converting feature stores.
+"""`cache info / verify / export / import / compact`: inspecting and converting feature stores
+(compaction: extract/store/compact.py). `Cache*Args` are the subcommands' arguments; each field's
+metadata is its CLI option (pipelines/commands/options.py).
 
 HDF5 layouts (docs/STORE_SCHEMA.md, "HDF5 import/export"):
 - "stagecache": one .h5 mirroring `Tables` (lossless round trip of every group and attribute).
@@ -11,18 +13,115 @@ import json
 import os
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from stagecache.extract.ava_io import read_label_map
 from stagecache.extract.store import BASE_ARRAYS, StoreError, StoreWriter, format_bytes, open_store
 from stagecache.extract.store.io import FRAGMENTS, axis_of
-from stagecache.pipelines.training.split_load import nonfinite_rows
+from stagecache.pipelines.training.split import nonfinite_rows
 
 STAGE_LAYOUTS = ("stage-i3d", "stage-slowfast", "stage")  # "stage": the old name of "stage-slowfast"
 LAYOUTS = ("stagecache",) + STAGE_LAYOUTS
 DEFAULT_BACKBONE = {"stage-i3d": "stage_i3d", "stage-slowfast": "stage_slowfast"}
 _STORE_KEYS = ("schema_version", "project_version")  # added by the store to group attrs
+LABEL_COLUMNS = ("background-first", "label-map")
+_FILE = {"exists": True, "dir_okay": False}
+
+
+# ----------------------------------------------------------------------------- the subcommands' arguments
+def _store(help_text: str = "Store path or fsspec URL."):
+    return field(metadata={"help": help_text, "argument": True})
+
+
+def _check_choice(value, valid, what: str) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+@dataclass
+class CacheInfoArgs:
+    store: str = _store()
+    as_json: bool = field(default=False, metadata={"help": "Print the info as JSON instead of a table.",
+                                                   "option": "--json"})
+
+
+@dataclass
+class CacheVerifyArgs:
+    store: str = _store()
+    label_map: str | None = field(default=None, metadata={
+        "help": "Also check the store's label ids against this pbtxt (default: no check).", "path": _FILE})
+
+
+@dataclass
+class CacheExportArgs:
+    store: str = _store()
+    out: str = field(metadata={"help": "HDF5 file, or a directory for --layout stage-i3d.", "argument": True,
+                               "path": {}})
+    layout: str = field(default="stagecache", metadata={
+        "help": "'stagecache': lossless .h5 of every group; 'stage-i3d': directory OUT/<video>/<timestamp>.h5 "
+                "(STAGE's I3D release); 'stage-slowfast' (alias 'stage'): one .h5 of <video>_<timestamp> groups "
+                "(STAGE's SlowFast release). Labels get 81 columns, column 0 background, column c = id c.",
+        "choices": LAYOUTS})
+    backbone: str | None = field(default=None, metadata={
+        "help": "Backbone group whose actor_pooled becomes 'features' (STAGE layouts; default: the only one)."})
+    objects: str | None = field(default=None, metadata={
+        "help": "Also write the objects in the release's objects_features.h5 layout to this file "
+                "(STAGE layouts; needs base/object_feature).", "path": {"dir_okay": False}})
+
+    def __post_init__(self):
+        _check_choice(self.layout, LAYOUTS, "layout")
+
+
+@dataclass
+class CacheImportArgs:
+    src: str = field(metadata={"help": "HDF5 file, or STAGE's I3D actors directory.", "argument": True,
+                               "path": {"exists": True}})
+    store: str = _store("Store to build.")
+    layout: str = field(default="auto", metadata={
+        "help": "Layout of SRC. auto: a directory is stage-i3d (ACTORS_DIR/<video>/<timestamp>.h5), an .h5 with a "
+                "stagecache root attribute is stagecache, any other .h5 stage-slowfast (<video>_<timestamp> "
+                "groups). 'stage' is the old name of stage-slowfast.", "choices": ("auto",) + LAYOUTS})
+    objects: str | None = field(default=None, metadata={
+        "help": "STAGE's objects_features.h5 (<video>_<timestamp>_features/_boxes/_cls_prob); object class = "
+                "argmax of cls_prob without its background column 0, score = that probability.", "path": _FILE})
+    object_names: str | None = field(default=None, metadata={
+        "help": "Object class names, one a line in cls_prob column order without background "
+                "(default: object_<column>).", "option": "--object-classes", "path": _FILE})
+    split: str | None = field(default=None, metadata={
+        "help": "Split name for STAGE layouts (default: the file or directory name)."})
+    label_map: str | None = field(default=None, metadata={
+        "help": "pbtxt naming the label ids of a STAGE file (default: every column, names class_<id>).",
+        "path": _FILE})
+    label_columns: str = field(default="background-first", metadata={
+        "help": "STAGE label columns: background-first (the releases: column 0 background, column c = id c; with "
+                "--label-map only its ids are kept) or label-map (column j = the j-th id of --label-map, else "
+                "ids 1..L).", "choices": LABEL_COLUMNS})
+    backbone: str | None = field(default=None, metadata={
+        "help": "Group name for the imported STAGE features (default: stage_i3d / stage_slowfast)."})
+    detected: bool = field(default=False, metadata={
+        "help": "STAGE boxes are detections (actor_is_gt=False) rather than ground truth."})
+    progress: bool = field(default=True, metadata={"help": "Hide the progress bar.", "off": "--no-progress"})
+
+    def __post_init__(self):
+        _check_choice(self.layout, ("auto",) + LAYOUTS, "layout")
+        _check_choice(self.label_columns, LABEL_COLUMNS, "label_columns")
+
+
+@dataclass
+class CacheCompactArgs:
+    store: str = _store()
+    target_mb: int = field(default=1024, metadata={"help": "Size of the merged fragments in MiB.",
+                                                   "range": {"min": 1}})
+    stale_minutes: float = field(default=60.0, metadata={
+        "help": "Uncommitted fragments of dead writers older than this are deleted (a live writer's, known by its "
+                "lock, never are; fsspec stores have no locks: age alone decides).", "range": {"min": 0}})
+    dry_run: bool = field(default=False, metadata={"help": "Only report what would be done."})
+
+    def __post_init__(self):
+        if self.target_mb < 1 or self.stale_minutes < 0:
+            raise ValueError(f"target_mb must be >= 1 and stale_minutes >= 0, got {self.target_mb}, {self.stale_minutes}")
 
 
 # ----------------------------------------------------------------------------- info

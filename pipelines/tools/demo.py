@@ -27,6 +27,9 @@ from pathlib import Path
 import yaml
 
 
+DEMO_DATASETS = ("ava", "jhmdb")  # the keys of DEMOS, which is defined after the demos (test_options checks)
+
+
 @dataclass
 class DemoArgs:
     """Arguments of `demo`; each field's help is its CLI option's (pipelines/commands/options.py)."""
@@ -47,7 +50,7 @@ class DemoArgs:
     dataset: str = field(default="ava", metadata={
         "help": "jhmdb: JHMDB-format synthetic data (GT pickle + frame folders; --videos per class, "
                 "<= 12 frames, --feature-videos per class x --keyframes-per-video frames at feature level), "
-                "frame-mAP and video-mAP."})
+                "frame-mAP and video-mAP.", "choices": DEMO_DATASETS})
 
     def __post_init__(self):
         if self.dataset not in DEMOS:
@@ -67,7 +70,8 @@ def _say(msg: str) -> None:
 def run_demo(args: DemoArgs) -> dict:
     if args.dataset != "ava":
         return DEMOS[args.dataset](args)
-    from stagecache.extract.features import ExtractArgs, run_extract
+    from stagecache.extract.features import run_extract
+    from stagecache.extract.features_args import ExtractArgs
     from stagecache.extract.synthetic import make_feature_store, make_video_dataset
     from stagecache.pipelines.ablation.sweep import AblateArgs, ablate
     from stagecache.pipelines.training.train import TrainArgs, train
@@ -189,7 +193,8 @@ def _tube_run(train_store, val_store, run_dir: Path, head: str, gt, *, epochs: i
 
 def run_tube_demo(args: DemoArgs) -> dict:
     from stagecache.extract.datasets.tubes_pkl import read_tube_pickle
-    from stagecache.extract.features import ExtractArgs, run_extract
+    from stagecache.extract.features import run_extract
+    from stagecache.extract.features_args import ExtractArgs
     from stagecache.extract.synthetic.tubes import make_tube_dataset, make_tube_feature_store
 
     out = Path(args.out)

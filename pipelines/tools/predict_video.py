@@ -29,9 +29,10 @@ from stagecache.extract import ava_io
 class PredictVideoArgs:
     """Arguments of `predict-video`; each field's help is its CLI option's (pipelines/commands/options.py)."""
 
-    video: str  # the command's VIDEO argument
-    run_dir: str = field(metadata={"help": "train-head run directory (its store's backbone is used)."})
-    out_dir: str = field(metadata={"help": "Output directory (CSV, MP4, proposals.csv, predict_video.json)."})
+    video: str = field(metadata={"help": "The video file.", "argument": True, "path": {"exists": True, "dir_okay": False}})
+    run_dir: str = field(metadata={"help": "train-head run directory (its store's backbone is used).", "option": "--run"})
+    out_dir: str = field(metadata={"help": "Output directory (CSV, MP4, proposals.csv, predict_video.json).",
+                                   "option": "--out"})
     proposals: str = field(default="", metadata={
         "help": "AVA proposals file (csv/pkl/json) with this video's person boxes."})
     person_detector: str = field(default="", metadata={
@@ -303,7 +304,8 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
     """A one-video store of the run's backbone features on `props`' boxes, via extract.features.run_extract,
     with the backbone configuration recorded in the run's training store; the new store's group
     attributes are checked against the training store's so the head sees the same kind of features."""
-    from stagecache.extract.features import ExtractArgs, run_extract
+    from stagecache.extract.features import run_extract
+    from stagecache.extract.features_args import ExtractArgs
     from stagecache.extract.store import open_store
     from stagecache.pipelines.training.steps import resolve_device
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stagecache.core.boxes import box_keys, check_box_set
+from stagecache.core.boxes import BOX_SETS, box_keys, check_box_set
 from stagecache.core.timekeys import TIME_EPS
 from stagecache.extract.video import VideoReader
 from stagecache.heads import Attention
@@ -180,7 +180,7 @@ def acar_actor_maps(att: torch.Tensor, actors: list[int]) -> np.ndarray:
 class VisualizeArgs:
     """Arguments of `visualize`; each field's help is its CLI option's (pipelines/commands/options.py)."""
 
-    out_dir: str = field(metadata={"help": "Output directory for the PNG files."})
+    out_dir: str = field(metadata={"help": "Output directory for the PNG files.", "option": "--out"})
     timestamp: float = field(metadata={"help": "Keyframe timestamp (AVA seconds)."})
     video: str = field(default="", metadata={"help": "Video file to take the frame from. Default: a blank canvas."})
     video_name: str = field(default="", metadata={
@@ -192,9 +192,9 @@ class VisualizeArgs:
     label_map: str = field(default="", metadata={
         "help": "Label map of --predictions. Default: the AVA 60-class list."})
     run_dir: str = field(default="", metadata={
-        "help": "train-head run directory: predict the keyframe and draw attention."})
+        "help": "train-head run directory: predict the keyframe and draw attention.", "option": "--run"})
     store: str = field(default="", metadata={"help": "Feature store holding the keyframe (with --run)."})
-    boxes: str = field(default="proposals", metadata={"help": "Actor boxes (with --run)."})
+    boxes: str = field(default="proposals", metadata={"help": "Actor boxes (with --run).", "choices": BOX_SETS})
     score_threshold: float = field(default=0.8, metadata={"help": "Minimum proposal score (with --run)."})
     top_k: int = field(default=3, metadata={"help": "Labels shown per actor."})
     min_score: float = field(default=0.05, metadata={"help": "Labels below this score are not shown."})
@@ -253,10 +253,13 @@ def from_predictions(args: VisualizeArgs) -> tuple[np.ndarray, list[list[tuple[s
 
 def _keyframe_batch(args: VisualizeArgs, device):
     """The trained head, its config and the HeadInput of the asked keyframe (+ temporal context)."""
-    from stagecache.pipelines.training.run_dir import load_run_split, load_trained
+    from stagecache.pipelines.training.run_dir import load_trained
+    from stagecache.pipelines.training.split import SplitSpec, open_run_splits
 
     head, cfg = load_trained(args.run_dir, device)
-    store, tables, g = load_run_split(args.run_dir, cfg, args.store, args.boxes, args.score_threshold, device, head=head)
+    [data] = open_run_splits(args.run_dir, cfg, head, [SplitSpec(args.store, "visualize", args.boxes, args.score_threshold)],
+                             device)
+    store, g = data.store, data.graph
     if args.video_name not in g.video_names:
         raise ValueError(f"store {args.store} has no video {args.video_name!r}")
     v = g.video_names.index(args.video_name)

@@ -19,18 +19,49 @@ detected persons of every clip; with GT boxes in the bank, training sees the ann
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from stagecache.core.boxes import check_box_set
+from stagecache.core.boxes import BOX_SETS, check_box_set
 from stagecache.extract.store import write_group
-from stagecache.pipelines.training.run_dir import load_run_split, load_trained
+from stagecache.pipelines.training.run_dir import load_trained
 from stagecache.pipelines.training.run_eval import run_head
+from stagecache.pipelines.training.split import SplitSpec, open_run_splits
 from stagecache.pipelines.training.steps import SplitContext, resolve_device
 
 DEFAULT_GROUP = "acfb"
+
+
+@dataclass
+class WriteBankArgs:
+    """Arguments of `write-bank` (one `write_relation_bank` per store); each field's metadata is its
+    CLI option (pipelines/commands/options.py)."""
+
+    run_dir: str = field(metadata={"help": "Run directory of a bank-free acar head (train-head --head acar).",
+                                   "option": "--run"})
+    stores: list[str] = field(metadata={
+        "help": "Feature store to write the bank into; repeat for the train and the val store.", "option": "--store"})
+    group: str = field(default=DEFAULT_GROUP, metadata={
+        "help": "Name of the derived store group (pass it to train-head --bank-group)."})
+    boxes: str = field(default="gt+proposals", metadata={
+        "help": "Actors whose first-order maps are stored (others get zeros and are refused by training).",
+        "choices": BOX_SETS})
+    score_threshold: float = field(default=0.8, metadata={"help": "Minimum proposal score of the stored actors."})
+    checkpoint: str = field(default="best.pt", metadata={"help": "Checkpoint file in the run directory."})
+    batch_size: int = field(default=64, metadata={"help": "Keyframes per forward pass."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
+
+    def __post_init__(self):
+        self.stores = list(self.stores)
+        if not self.stores:
+            raise ValueError("give at least one store")
+        check_box_set(self.boxes)
+        if self.group == "base":
+            raise ValueError("the bank cannot be written into the 'base' group")
 
 
 def relation_maps(head, g, batch_size: int, device: torch.device, amp: bool = True,
@@ -62,7 +93,9 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
         raise ValueError(f"run {run_dir} trained head {cfg['head']!r}, which has no first_order_maps; "
                          "the bank needs an ACAR head (train-head --head acar)")
     # The maps come from the head's first-order part only; a bank head's own bank is not needed.
-    st, _, g = load_run_split(run_dir, cfg, store, boxes, score_threshold, dev, head=head, bank=False)
+    [data] = open_run_splits(run_dir, cfg, head, [SplitSpec(store, "write-bank", boxes, score_threshold)], dev,
+                             bank=False)
+    st, g = data.store, data.graph
     if g.num_actors == 0:
         raise ValueError(f"store {store}: no actors selected with boxes={boxes}, score_threshold={score_threshold}")
     rows, maps = relation_maps(head, g, batch_size, dev, progress=progress)

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from stagecache.heads import Head
 from stagecache.pipelines.training import losses
-from stagecache.pipelines.training.preflight import RunExistsError  # a UserError: one line from the CLI, no traceback
-from stagecache.pipelines.training.run_dir import RunDir, load_run_split, load_trained
+from stagecache.pipelines.training.run_dir import RunDir, RunExistsError, load_trained
+from stagecache.pipelines.training.split import SplitSpec, open_run_splits
 from stagecache.pipelines.training.run_eval import EvalContext, eval_groups, evaluate_head, gt_for_eval
 from stagecache.pipelines.training.steps import LossContext, SplitContext, resolve_device, seed_everything, train_epoch
 
@@ -95,10 +95,11 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     lr = float(cfg["lr"] if lr is None else lr)
     seed_everything(seed)
     radius = float(cfg["temporal_radius"])
-    _, train_tables, train_g = load_run_split(run, cfg, cfg["train_store"], cfg["train_boxes"],
-                                              cfg["train_score_threshold"], dev, head=head, role="train")
-    val_store, val_tables, val_g = load_run_split(run, cfg, cfg["val_store"], cfg["val_boxes"],
-                                                  cfg["val_score_threshold"], dev, head=head, role="val")
+    train_data, val_data = open_run_splits(
+        run, cfg, head, [SplitSpec(cfg["train_store"], "train", cfg["train_boxes"], cfg["train_score_threshold"]),
+                         SplitSpec(cfg["val_store"], "val", cfg["val_boxes"], cfg["val_score_threshold"])], dev)
+    train_tables, train_g = train_data.tables, train_data.graph
+    val_store, val_tables, val_g = val_data.store, val_data.tables, val_data.graph
     label_ids, eval_ids = cfg["label_ids"], cfg["eval_label_ids"]
     train_split = SplitContext(train_g, radius, dev, cfg["amp"], train_tables)
     val_split = SplitContext(val_g, radius, dev, cfg["amp"], val_tables)

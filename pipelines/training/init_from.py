@@ -4,7 +4,7 @@ Accepted files (read with `torch.load(weights_only=True)`):
 - a checkpoint of the official STAGE code (aimagelab/STAGE_action_detection `utils/checkpoints.py`:
   `{"model_state": <Stage state dict>, "optimizer_state", "epoch", "iteration"}`) or a bare
   `Stage` state dict: loaded into `stage` with `variant=official` through
-  `heads.stage.from_official_state_dict`, keeping the official `logits` rows of the store's label
+  `heads.stage_official.from_official_state_dict`, keeping the official `logits` rows of the store's label
   ids (the official model has 81 outputs, column 0 background, column c = AVA id c);
 - a checkpoint of this project (`best.pt` / `last.pt` of a run: `{"model": state dict, ...}`).
 """
@@ -16,7 +16,8 @@ import torch
 
 from stagecache.core.errors import UserError
 from stagecache.core.safe_pickle import torch_load
-from stagecache.heads.stage import STAGEHead, from_official_state_dict
+from stagecache.heads.stage import STAGEHead
+from stagecache.heads.stage_official import from_official_state_dict
 
 OFFICIAL_KEY = "gat1.attention_0.W"  # present in every official Stage state dict
 

@@ -21,8 +21,23 @@ from stagecache.extract import ava_io
 from stagecache.core.errors import UserError
 from stagecache.core.safe_pickle import torch_load
 from stagecache.heads import build_head
-from stagecache.pipelines.training.preflight import RUN_CHECKPOINT_HINT
-from stagecache.pipelines.training.split_load import load_split, reads_objects, store_label_ids
+
+
+# what a refused run checkpoint's message ends with: the project's own hold only tensors and plain values
+RUN_CHECKPOINT_HINT = "train-head checkpoints hold only tensors and plain values, so this one was not written by it"
+
+
+class RunExistsError(UserError, FileExistsError):
+    """--out already holds a run and --resume was not given."""
+
+
+def check_new_run(out_dir: str | Path, resume: bool) -> None:
+    """--out is a directory (or not there yet) that holds a run only when --resume continues it."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"--out {out} exists and is not a directory")
+    if (out / "last.pt").exists() and not resume:
+        raise RunExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -112,7 +127,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # options that do not change what a run computes, or (epochs) extend it the way an uninterrupted run would
-_MAY_CHANGE_ON_RESUME = frozenset({"epochs", "resume", "progress", "command_line", "device", "out_dir"})
+_MAY_CHANGE_ON_RESUME = frozenset({"epochs", "resume", "progress", "command_line", "device", "out_dir",
+                                   "retrain_classifier", "retrain_epochs"})  # train-head's step after train()
 
 
 class ResumeMismatchError(UserError, ValueError):
@@ -136,20 +152,3 @@ def load_trained(run_dir: str | Path, device: torch.device, checkpoint: str = "b
     head.load_state_dict(ckpt["model"])
     head.eval()
     return head, cfg
-
-
-def load_run_split(run_dir, cfg: dict, path: str, boxes: str, threshold: float, device, *, head,
-                   bank: bool = True, role: str = "") -> tuple:
-    """A store loaded the way a trained run (its saved config `cfg`, its `head`) reads it: its
-    feature groups, levels, object classes, object features if the head reads them
-    (`split_load.reads_objects`) and, with `bank`, its bank group. The store must have the run's
-    label map. Returns (store, tables, GraphData) as `load_split` (`role` names the store in its
-    errors)."""
-    store, tables, g = load_split(path, boxes=boxes, score_threshold=threshold, levels=cfg["levels"], device=device,
-                                  backbones=cfg["backbones"], combine=cfg["combine"],
-                                  bank_group=cfg.get("bank_group", "") if bank else "",
-                                  num_object_classes=cfg.get("num_object_classes", 0), objects=reads_objects(head),
-                                  role=role)
-    if store_label_ids(store) != cfg["label_ids"]:
-        raise ValueError(f"store {path} has another label map than the run {run_dir}")
-    return store, tables, g

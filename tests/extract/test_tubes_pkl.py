@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from torch.testing import assert_close
 
+from stagecache.extract.datasets.tube_split import tube_inputs
 from stagecache.extract.datasets.tubes_pkl import (
     TUBE_DATASETS, TubeFormatError, find_tube_videos, frame_timestamp, parse_split, read_tube_pickle,
-    split_name, timestamp_frame, to_annotations, tube_inputs,
+    split_name, timestamp_frame, to_annotations,
 )
 from stagecache.core.safe_pickle import UnsafePickleError
 from stagecache.extract.synthetic.tubes import write_py2_pickle

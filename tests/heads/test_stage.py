@@ -48,7 +48,7 @@ def build(*, actor_dim=CA, object_dim=CO, **kw) -> STAGEHead:
     return STAGEHead(actor_dim, object_dim, NC, **kw).double().eval()
 
 
-# Wide enough for the computation's zero padding (heads/stage.py, ALIGN): d_f = 501 + 4 = 505,
+# Wide enough for the computation's zero padding (heads/stage_layer.py, ALIGN): d_f = 501 + 4 = 505,
 # computed 512 wide; the object projection's outputs likewise.
 WIDE = {"actor_dim": 501, "object_dim": 700}
 

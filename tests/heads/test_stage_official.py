@@ -11,7 +11,8 @@ from torch.testing import assert_close
 
 from stagecache.heads import build_head
 from stagecache.heads.batch import HeadInput
-from stagecache.heads.stage import STAGEHead, from_official_state_dict, to_official_state_dict
+from stagecache.heads.stage import STAGEHead
+from stagecache.heads.stage_official import from_official_state_dict, to_official_state_dict
 
 CA, CO, H = 12, 20, 4  # I3D-like: objects wider than actors, 4 heads of 12/4 + 4/4 = 4 channels
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stagecache.extract.datasets.tubes_pkl import read_tube_pickle, tube_inputs
+from stagecache.extract.datasets.tube_split import tube_inputs
+from stagecache.extract.datasets.tubes_pkl import read_tube_pickle
 from stagecache.extract.store import open_store
 from stagecache.extract.synthetic.tubes import LABELS, RGB, colour_codes, make_tube_dataset, make_tube_feature_store
 

@@ -18,7 +18,7 @@ from stagecache.extract.formats.stage_release import import_stage_i3d
 from stagecache.extract.store import open_store
 from stagecache.extract.synthetic import LABEL_IDS, LABEL_NAMES
 from stagecache.heads.batch import HeadInput
-from stagecache.heads.stage import from_official_state_dict
+from stagecache.heads.stage_official import from_official_state_dict
 from stagecache.pipelines.commands.cache import cache_cli
 from stagecache.pipelines.commands.train import predict_cli, train_head_cli
 from stagecache.pipelines.training.init_from import InitFromError, init_head_from, official_predictor

@@ -10,7 +10,7 @@ from stagecache.heads.batch import HeadInput
 from stagecache.pipelines.training.acfb import write_relation_bank
 from stagecache.pipelines.training.predict import PredictArgs, predict
 from stagecache.pipelines.training.run_dir import load_trained
-from stagecache.pipelines.training.split_load import load_split
+from stagecache.pipelines.training.split import SplitSpec, load_split
 from stagecache.pipelines.training.train import TrainArgs, train
 
 ACTOR_DIM, CTX = 8, (8, 3, 3)
@@ -86,8 +86,9 @@ def test_bank_round_trips_first_order_maps(stores, stage_one):
 
 
 def test_batches_carry_the_stored_rows_of_their_actors(stores, stage_one):
-    _, tables, g = load_split(stores[0], boxes="gt", score_threshold=0.9, levels=["kf_context"],
-                              device=torch.device("cpu"), bank_group="acfb")
+    data = load_split(SplitSpec(stores[0], "train", "gt", 0.9), levels=["kf_context"], device=torch.device("cpu"),
+                      bank_group="acfb")
+    tables, g = data.tables, data.graph
     stored = tables.data["acfb/actor_maps"]
     radius = 10.5  # the default 21 s bank window
     q = g.query_keyframes()[:2]

@@ -117,7 +117,7 @@ def test_a_head_without_objects_records_the_dims_it_was_built_with(stores, tmp_p
     object dim, as the head was built with it, so the run resumes and reloads as before."""
     from stagecache.extract.store import open_store
     from stagecache.pipelines.training.run_dir import load_trained
-    from stagecache.pipelines.training.split_load import backbone_groups, feature_dims
+    from stagecache.pipelines.training.split import backbone_groups, feature_dims
 
     lin = dict(head="linear", head_args={})
     train(_args(stores, tmp_path / "lin", epochs=1, **lin))

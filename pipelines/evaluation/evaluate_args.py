@@ -1,0 +1,83 @@
+"""`EvaluateCommandArgs`, the arguments of the `evaluate` command: AVA frame-mAP of one predictions
+CSV (`ava.EvaluateArgs` -> `ava.run_evaluate`) or, with --dataset jhmdb / ucf24, frame-mAP and
+video-mAP of one predictions CSV per split (`tubes.TubeEvalArgs` -> `tubes.run_tube_eval`). Each
+field's metadata is its CLI option (pipelines/commands/options.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stagecache.extract.datasets.tubes_pkl import TUBE_DATASETS
+from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_evaluate
+from stagecache.pipelines.evaluation.tubes import TubeEvalArgs, run_tube_eval
+
+_FILE = {"exists": True, "dir_okay": False}
+_TUBES = "JHMDB-21 / UCF101-24 options"  # the --help heading of the options only they take
+
+
+@dataclass
+class EvaluateCommandArgs:
+    """Arguments of `evaluate`."""
+
+    gt: str = field(metadata={"help": "Ground-truth CSV video,timestamp,x1,y1,x2,y2,action_id[,person_id].",
+                              "path": _FILE})
+    pred: tuple[str, ...] = field(metadata={
+        "help": "Predictions CSV video,timestamp,x1,y1,x2,y2,action_id,score (jhmdb/ucf24: repeat, one per --split).",
+        "path": _FILE})
+    label_map: str = field(default=str(DEFAULT_LABEL_MAP), metadata={
+        "help": "Label map pbtxt; only its classes are evaluated (default: the 60-class ActivityNet list).",
+        "path": _FILE})
+    excluded: str | None = field(default=None, metadata={
+        "help": "Excluded-timestamps CSV video,timestamp; GT and detections there are ignored.", "path": _FILE})
+    no_cap: bool = field(default=False, metadata={
+        "help": "Keep every detection instead of the official top 50 (box, class) per keyframe."})
+    iou: float = field(default=0.5, metadata={"help": "IoU threshold for a true positive."})
+    json_path: str | None = field(default=None, metadata={
+        "help": "Write {mAP, per_class, groups} JSON here (config saved beside it).", "option": "--json",
+        "path": {"dir_okay": False}})
+    plots: str | None = field(default=None, metadata={
+        "help": "Directory for PR-curve PNGs (none when unset).", "path": {"file_okay": False}})
+    plot_by: str = field(default="class", metadata={"help": "One PR plot per class, or per class group.",
+                                                    "choices": ["class", "group"]})
+    groups: str | None = field(default=None, metadata={
+        "help": "Class-groups JSON {group: [ids]} for non-AVA label maps (AVA grouping is built in).", "path": _FILE})
+    single_label: bool = field(default=False, metadata={
+        "help": "Single-label datasets (JHMDB-21, UCF101-24): each GT box must have one label; no cap."})
+    dataset: str = field(default="ava", metadata={
+        "help": "jhmdb / ucf24: --gt is the ACT GT pickle; frame-mAP and video-mAP (pipelines/evaluation/tubes.py).",
+        "choices": ["ava", *TUBE_DATASETS]})
+    tube_splits: list[int] = field(default_factory=list, metadata={  # empty: split 1
+        "help": "jhmdb/ucf24: split of each --pred (default 1).", "option": "--split", "group": _TUBES})
+    fps: float | None = field(default=None, metadata={  # None: the dataset's
+        "help": "jhmdb/ucf24: frame rate that turned frames into timestamps at extraction.",
+        "show_default": "jhmdb 30, ucf24 25 (as extraction)", "group": _TUBES})
+    min_tube_length: int = field(default=15, metadata={
+        "help": "jhmdb/ucf24: linked tubes shorter than this many frames are dropped (ACT: 15).", "group": _TUBES})
+    protocol: str = field(default="official", metadata={
+        "help": "Whose evaluator to reproduce: ActivityNet's official one, PySlowFast's or MMAction2's "
+                "(differences: docs/EVALUATION.md).", "choices": list(PROTOCOLS)})
+
+    def __post_init__(self):
+        self.pred, self.tube_splits = tuple(self.pred), [int(s) for s in self.tube_splits]
+        if self.dataset != "ava" and self.dataset not in TUBE_DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: ava, {', '.join(TUBE_DATASETS)}")
+        if self.dataset == "ava" and len(self.pred) != 1:
+            raise ValueError("AVA evaluation takes one --pred file")
+        self.target()  # its own checks
+
+    def target(self) -> EvaluateArgs | TubeEvalArgs:
+        """The arguments of the evaluation this command runs."""
+        if self.dataset != "ava":
+            return TubeEvalArgs(dataset=self.dataset, gt=self.gt, preds=list(self.pred), splits=self.tube_splits or [1],
+                                fps=self.fps, iou=self.iou, min_tube_length=self.min_tube_length,
+                                json_path=self.json_path)
+        return EvaluateArgs(gt=self.gt, pred=self.pred[0], label_map=self.label_map, excluded=self.excluded,
+                            no_cap=self.no_cap, iou=self.iou, json_path=self.json_path, plots=self.plots,
+                            plot_by=self.plot_by, groups=self.groups, single_label=self.single_label,
+                            protocol=self.protocol)
+
+
+def run_evaluate_command(args: EvaluateCommandArgs, echo=print):
+    target = args.target()
+    if isinstance(target, TubeEvalArgs):
+        return run_tube_eval(target, echo=echo)
+    return run_evaluate(target, echo=echo)
