@@ -21,11 +21,14 @@ MAY_IMPORT = {
     "heads": {"core"},
     "pipelines.evaluation": {"core", "extract"},
     "pipelines.training": {"core", "extract", "heads", "pipelines.evaluation"},
-    "pipelines.ablation": {"core", "extract", "heads", "pipelines.evaluation", "pipelines.training"},
+    # submitit job arrays: the extraction array runs extract's job, nothing of pipelines
+    "pipelines.launch": {"core", "extract"},
+    "pipelines.ablation": {"core", "extract", "heads", "pipelines.evaluation", "pipelines.training",
+                           "pipelines.launch"},
     "pipelines.tools": {"core", "extract", "heads", "pipelines.evaluation", "pipelines.training",
-                        "pipelines.ablation"},
+                        "pipelines.ablation", "pipelines.launch"},
     "pipelines.commands": {"core", "extract", "heads", "pipelines.evaluation", "pipelines.training",
-                           "pipelines.ablation", "pipelines.tools"},
+                           "pipelines.ablation", "pipelines.tools", "pipelines.launch"},
 }
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from stagecache.extract import ava_io
 from stagecache.extract.datasets.tube_boxes import jittered_gt_proposals
-from stagecache.extract.datasets.tubes_pkl import (dataset_spec, find_tube_videos, parse_split, read_tube_pickle,
-                                                   to_annotations)
+from stagecache.extract.datasets.tubes_pkl import (check_tube_videos, dataset_spec, find_tube_videos,
+                                                   parse_split, read_tube_pickle, to_annotations)
 
 
 @dataclass
@@ -37,4 +37,6 @@ def tube_inputs(dataset: str, annotations: str, split: str, videos_root: str, *,
     if gt_jitter > 0:
         props = jittered_gt_proposals(gt, vids, fps=fps, jitter=gt_jitter, copies=gt_jitter_copies, seed=seed,
                                       frame_stride=frame_stride or 1)
-    return TubeInputs(gt.label_map(), ann, find_tube_videos(videos_root, spec, vids), fps, props)
+    found = find_tube_videos(videos_root, spec, vids)
+    check_tube_videos(gt, found, spec)
+    return TubeInputs(gt.label_map(), ann, found, fps, props)

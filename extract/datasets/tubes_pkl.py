@@ -226,3 +226,40 @@ def find_tube_videos(root: str | Path, spec: TubeDatasetSpec, videos: list[str])
                     out[v] = (files[0], 0.0)
                     break
     return out
+
+
+def check_dataset(gt: TubeGT, dataset: str) -> None:
+    """Refuse a pickle of the other dataset (JHMDB-21 has 3 splits, UCF101-24 one): its frame rate
+    would be applied silently. Another split count (a hand-made subset): a warning of what is assumed."""
+    import warnings
+
+    spec = dataset_spec(dataset)
+    n = len(gt.test_videos)
+    if n == spec.splits:
+        return
+    other = [s.name for s in TUBE_DATASETS.values() if s.splits == n]
+    if other:
+        raise TubeFormatError(f"{gt.path}: has {n} split(s), like a {other[0]} pickle; --dataset {dataset} has "
+                              f"{spec.splits} (its frame rate, {spec.fps:g} fps, would turn timestamps into other frames)")
+    warnings.warn(f"{gt.path}: has {n} split(s), {dataset} has {spec.splits}: evaluated as {dataset} "
+                  f"({spec.fps:g} fps)", stacklevel=2)
+
+
+def check_tube_videos(gt: TubeGT, found: dict[str, tuple[Path, float]], spec: TubeDatasetSpec) -> None:
+    """A frame folder must hold frames 1..nframes of the pickle, and its frames the pickle's
+    (height, width): else its boxes and frame numbers would be applied to other pixels / frames."""
+    from PIL import Image
+
+    for v, (path, _) in found.items():
+        if not Path(path).is_dir():
+            continue  # a video file: its reader checks its own frames
+        n = gt.nframes[v]
+        last = Path(path) / spec.frame_name.format(n)
+        if not last.is_file() or (Path(path) / spec.frame_name.format(n + 1)).is_file():
+            have = sum(1 for _ in Path(path).glob("*" + Path(spec.frame_name).suffix))
+            raise TubeFormatError(f"{path}: video {v} has {have} frames, the GT pickle {gt.path} says {n}")
+        with Image.open(Path(path) / spec.frame_name.format(1)) as im:
+            w, h = im.size
+        if (h, w) != tuple(gt.resolution[v]):
+            raise TubeFormatError(f"{path}: video {v} frames are {h}x{w} (height x width), the GT pickle "
+                                  f"{gt.path} says {gt.resolution[v][0]}x{gt.resolution[v][1]}")

@@ -5,8 +5,10 @@
   one class (COCO person = contiguous id 0 in detectron2).
 - `Detectron2VGDetector`: the bottom-up-attention VG model built by py-bottom-up-attention's
   detectron2 (its config `configs/VG-Detection/faster_rcnn_R_101_C4_attr_caffemaxpool.yaml` needs
-  the VG modules that fork registers); post-processing is the built-in detector's
-  (`vg.postprocess_vg`), so the two paths give the same objects for the same weights.
+  the VG changes that fork makes to `Res5ROIHeads`, switched by its config keys `MODEL.CAFFE_MAXPOOL`
+  and `MODEL.ROI_BOX_HEAD.RES5HALVE`); post-processing is the built-in detector's, chosen by the
+  same `vg_postprocess` name (`vg_postprocess.postprocess`), so the two paths give the same objects
+  for the same weights.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from stagecache.core.safe_pickle import load_pickle, torch_load
 
 from .types import Detections, ObjectDetections
 from ._common import check_frames, check_post_args, filter_people
-from .vg import PIXEL_MEAN_BGR, postprocess_vg, read_class_names
+from .vg import PIXEL_MEAN_BGR, read_class_names
+from .vg_postprocess import check_postprocess, postprocess
 
 INSTALL_HINT = (
     "detectron2 is not installed. Install it (it needs a compiler and a torch build matching your CUDA) "
@@ -41,6 +44,23 @@ def require_detectron2():
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} (import error: {e})") from e
     return get_cfg, build_model, DetectionCheckpointer
+
+
+VG_FORK = "airsplay/py-bottom-up-attention"
+# Config keys only that fork defines (its VG trunk and RoI head); upstream detectron2 has neither.
+VG_FORK_KEYS = ("MODEL.CAFFE_MAXPOOL", "MODEL.ROI_BOX_HEAD.RES5HALVE")
+
+
+def is_vg_fork(cfg) -> bool:
+    """Whether a detectron2 config (`get_cfg()`) is py-bottom-up-attention's: it has `VG_FORK_KEYS`."""
+    def has(key: str) -> bool:
+        node = cfg
+        for part in key.split("."):
+            if part not in node:
+                return False
+            node = node[part]
+        return True
+    return all(has(k) for k in VG_FORK_KEYS)
 
 
 class WeightsFormatError(UserError, ValueError):
@@ -148,13 +168,19 @@ class Detectron2VGDetector:
     def __init__(self, *, config: str, weights: str, vg_classes: str | None = None, min_size: int = 600,
                  max_size: int = 1000, score_thresh: float = 0.2, nms_thresh: float = 0.3,
                  max_objects: int = 25, min_objects: int = 0, box_source: str = "regressed",
-                 device: str = "cpu", opts=(), trust_pickle: bool = False):
+                 vg_postprocess: str = "caffe", device: str = "cpu", opts=(), trust_pickle: bool = False):
+        check_postprocess(vg_postprocess, min_objects)
+        get_cfg, _, _ = require_detectron2()
+        if not is_vg_fork(get_cfg()):
+            raise ImportError(f"the installed detectron2 is not {VG_FORK}'s fork (no {' / '.join(VG_FORK_KEYS)} "
+                              f"config keys), which the VG detector needs. {INSTALL_HINT}")
         self.cfg, self.model = _build(config, weights, device, opts, trust_pickle)
         self.num_classes = self.cfg.MODEL.ROI_HEADS.NUM_CLASSES
         self.class_names = read_class_names(vg_classes, self.num_classes)
         self.min_size, self.max_size = min_size, max_size
         self.post = dict(score_thresh=score_thresh, nms_thresh=nms_thresh, max_objects=max_objects,
                          min_objects=min_objects, box_source=box_source)
+        self.vg_postprocess = vg_postprocess
         self.device = torch.device(device)
 
     def preprocess(self, frames: Tensor) -> Tensor:
@@ -187,6 +213,6 @@ class Detectron2VGDetector:
             n = len(b)
             sl = slice(start, start + n)
             start += n
-            out.append(postprocess_vg(b.tensor, cls_logits[sl], deltas[sl], x[sl],
-                                      None if attr is None else attr[sl], hw, **self.post))
+            out.append(postprocess(self.vg_postprocess, b.tensor, cls_logits[sl], deltas[sl], x[sl],
+                                   None if attr is None else attr[sl], hw, **self.post))
         return out

@@ -37,6 +37,7 @@ from stagecache.extract.formats.csv_table import AvaFormatError
 
 from . import OBJECT_DETECTORS, PERSON_DETECTORS, build_object_detector, build_person_detector
 from .keyframes import detect_keyframes
+from .vg_postprocess import VG_POSTPROCESS, check_postprocess
 
 
 class DetectionsInputError(UserError, ValueError):
@@ -106,6 +107,11 @@ class DetectionsArgs:
         "help": "Minimum objects per keyframe (filled with the best remaining proposals)."})
     box_source: str = field(default="regressed", metadata={"choices": ["regressed", "proposal"], 
         "help": "Object box: class-regressed (py-bottom-up-attention) or the RPN proposal (Caffe generate_tsv)."})
+    vg_postprocess: str = field(default="caffe", metadata={"choices": list(VG_POSTPROCESS),
+        "help": "VG objects kept: caffe = each proposal's best class after per-class NMS (--object-nms), as "
+                "bottom-up-attention's generate_tsv.py; fork-demo = the top --max-objects (proposal, class) "
+                "pairs with score > --object-score-thresh, NMS 0.5, 0.6, ... 0.9 until that many survive, as "
+                "py-bottom-up-attention's demo (a proposal may repeat; no --min-objects)."})
     vg_min_size: int = field(default=600, metadata={"range": {"min": 32}, "help": "VG detector input shortest side."})
     vg_max_size: int = field(default=1000, metadata={"range": {"min": 32}, "help": "VG detector input longest side."})
     random_init: bool = field(default=False, metadata={
@@ -169,6 +175,7 @@ class DetectionsArgs:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.min_objects <= self.max_objects:
             raise ValueError(f"need 0 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+        check_postprocess(self.vg_postprocess, self.min_objects)
 
 
 def parse_range(spec: str) -> np.ndarray:
@@ -229,7 +236,7 @@ def _build_detectors(a: DetectionsArgs):
                                        nms_thresh=a.person_nms_thresh, max_per_frame=a.person_max, device=a.device,
                                        trust_pickle=a.trust_pickle)
     post = dict(score_thresh=a.object_score_thresh, nms_thresh=a.object_nms_thresh, max_objects=a.max_objects,
-                min_objects=a.min_objects, box_source=a.box_source, device=a.device)
+                min_objects=a.min_objects, box_source=a.box_source, vg_postprocess=a.vg_postprocess, device=a.device)
     vg = None
     if a.objects == "vg" or (a.objects == "precomputed" and (a.vg_weights or a.random_init)):
         vg = build_object_detector("vg", weights=a.vg_weights, random_init=a.random_init and not a.vg_weights,
@@ -274,6 +281,7 @@ def run_detections(a: DetectionsArgs) -> dict:
     cfg_path = os.path.join(a.out_dir, "detections_config.json")
     if os.path.exists(cfg_path) and not a.overwrite:
         old = json.load(open(cfg_path))
+        old.setdefault("vg_postprocess", "caffe")  # folders made before the option had the caffe objects
         if old != json.loads(json.dumps(asdict(a))):
             raise DetectionsInputError(f"{a.out_dir} holds detections made with other arguments ({cfg_path}); "
                              "use another out_dir or overwrite=True")

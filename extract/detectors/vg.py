@@ -14,12 +14,14 @@ on detectron2's Base-RCNN-C4):
   class-specific bbox_pred (1600 * 4, weights 10, 10, 5, 5); optional attribute head
   (class embedding 256 -> fc 512 -> 401 attribute logits).
 
-Post-processing follows bottom-up attention's feature extraction: per-class NMS (0.3) over the
-(proposal, class) pairs with score >= `score_thresh` (0.2); each proposal keeps its best surviving
-class; proposals are ranked by that score and at most `max_objects` (default 25, the mean number of
-objects per clip STAGE reports) are kept, at least `min_objects` (default 0; the original used
-10..100, filling with the best remaining proposals). The feature of an object is the pooled res5
-feature of its proposal; its box is the class-regressed box (`box_source="regressed"`, as
+Post-processing (`vg_postprocess`, extract/detectors/vg_postprocess.py): `caffe` (the default)
+follows bottom-up attention's Caffe feature extraction (generate_tsv.py): per-class NMS (0.3) over
+the (proposal, class) pairs with score >= `score_thresh` (0.2); each proposal keeps its best
+surviving class; proposals are ranked by that score and at most `max_objects` (default 25, the mean
+number of objects per clip STAGE reports) are kept, at least `min_objects` (default 0; the original
+used 10..100, filling with the best remaining proposals). `fork-demo` keeps the top `max_objects`
+(proposal, class) pairs as py-bottom-up-attention's demo does. The feature of an object is the
+pooled res5 feature of its proposal; its box is the class-regressed box (`box_source="regressed"`, as
 py-bottom-up-attention's demo) or the proposal itself (`"proposal"`, as the Caffe generate_tsv.py).
 Attributes: softmax over the first 400 attribute logits (the last is "no attribute").
 """
@@ -32,16 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet101, resnet50
-from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, batched_nms, nms
+from torchvision.ops import FrozenBatchNorm2d, RoIAlign, RoIPool, nms
 
 from stagecache.extract.random_init import warn_random_init
 
 from .types import ObjectDetections
-from ._common import check_frames, check_weights_arg, normalise_boxes, pixel_boxes
+from ._common import check_frames, check_weights_arg, pixel_boxes
 from .vg_convert import convert_d2_state, read_d2_checkpoint
+# postprocess_vg and the box helpers are re-exported: the detectron2 path and callers import them here.
+from .vg_postprocess import (VG_POSTPROCESS, apply_deltas, check_postprocess, clip_boxes,  # noqa: F401
+                             postprocess, postprocess_fork_demo, postprocess_vg, select_objects)
 
 PIXEL_MEAN_BGR = (102.9801, 115.9465, 122.7717)
-SCALE_CLAMP = math.log(1000.0 / 16)
 
 
 def read_class_names(path: str | None, num_classes: int) -> list[str]:
@@ -55,30 +59,6 @@ def read_class_names(path: str | None, num_classes: int) -> list[str]:
     if len(names) != num_classes:
         raise ValueError(f"{path}: {len(names)} class names, the detector has {num_classes} classes")
     return names
-
-
-def apply_deltas(deltas: Tensor, boxes: Tensor, weights: tuple[float, float, float, float]) -> Tensor:
-    """detectron2 Box2BoxTransform: (N, k*4) deltas on (N, 4) boxes -> (N, k*4) boxes."""
-    boxes = boxes.to(deltas.dtype)
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    cx = boxes[:, 0] + 0.5 * w
-    cy = boxes[:, 1] + 0.5 * h
-    wx, wy, ww, wh = weights
-    dx, dy = deltas[:, 0::4] / wx, deltas[:, 1::4] / wy
-    dw = (deltas[:, 2::4] / ww).clamp(max=SCALE_CLAMP)
-    dh = (deltas[:, 3::4] / wh).clamp(max=SCALE_CLAMP)
-    pcx, pcy = dx * w[:, None] + cx[:, None], dy * h[:, None] + cy[:, None]
-    pw, ph = torch.exp(dw) * w[:, None], torch.exp(dh) * h[:, None]
-    out = torch.stack((pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph), dim=2)
-    return out.reshape(deltas.shape)
-
-
-def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
-    """(..., 4) clipped to [0, width] x [0, height] (detectron2 Boxes.clip)."""
-    x = boxes[..., 0::2].clamp(0, width)
-    y = boxes[..., 1::2].clamp(0, height)
-    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
 def cell_anchors(sizes, ratios) -> Tensor:
@@ -163,8 +143,8 @@ class VGDetector(nn.Module):
                  pooler_resolution: int = 14, min_size: int = 600, max_size: int = 1000,
                  rpn_pre_nms_topk: int = 6000, rpn_post_nms_topk: int = 1000, rpn_nms_thresh: float = 0.7,
                  score_thresh: float = 0.2, nms_thresh: float = 0.3, max_objects: int = 25,
-                 min_objects: int = 0, box_source: str = "regressed", class_names: list[str] | None = None,
-                 device: str = "cpu"):
+                 min_objects: int = 0, box_source: str = "regressed", vg_postprocess: str = "caffe",
+                 class_names: list[str] | None = None, device: str = "cpu"):
         super().__init__()
         if box_source not in ("regressed", "proposal"):
             raise ValueError(f"box_source must be 'regressed' or 'proposal', got {box_source!r}")
@@ -172,6 +152,7 @@ class VGDetector(nn.Module):
             raise ValueError(f"pooler must be 'roipool' or 'roialign', got {pooler!r}")
         if not 0 <= min_objects <= max_objects:
             raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+        check_postprocess(vg_postprocess, min_objects)
         self.stem, self.res2, self.res3, self.res4, self.res5 = _trunk(depth, caffe_maxpool)
         self.register_buffer("cell_anchors", cell_anchors(anchor_sizes, aspect_ratios), persistent=False)
         self.rpn_head = RPNHead(1024, rpn_hidden, self.cell_anchors.shape[0])
@@ -184,6 +165,7 @@ class VGDetector(nn.Module):
         self.rpn_pre, self.rpn_post, self.rpn_nms = rpn_pre_nms_topk, rpn_post_nms_topk, rpn_nms_thresh
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.max_objects, self.min_objects, self.box_source = max_objects, min_objects, box_source
+        self.vg_postprocess = vg_postprocess
         self.class_names = class_names or [f"vg_{i}" for i in range(num_classes)]
         self.random_init = False
         self.device = torch.device(device)
@@ -298,9 +280,9 @@ class VGDetector(nn.Module):
 
     def postprocess(self, props: Tensor, cls_logits: Tensor, deltas: Tensor, feats: Tensor,
                     attr_logits: Tensor | None, hw: tuple[int, int]) -> ObjectDetections:
-        return postprocess_vg(props, cls_logits, deltas, feats, attr_logits, hw, score_thresh=self.score_thresh,
-                              nms_thresh=self.nms_thresh, max_objects=self.max_objects,
-                              min_objects=self.min_objects, box_source=self.box_source)
+        return postprocess(self.vg_postprocess, props, cls_logits, deltas, feats, attr_logits, hw,
+                           score_thresh=self.score_thresh, nms_thresh=self.nms_thresh, max_objects=self.max_objects,
+                           min_objects=self.min_objects, box_source=self.box_source)
 
     @torch.no_grad()
     def features_for_boxes(self, frame: Tensor, boxes: Tensor) -> Tensor:
@@ -310,56 +292,3 @@ class VGDetector(nn.Module):
         with torch.autocast("cuda", enabled=self.device.type == "cuda"):
             feat = self.backbone(images)
             return self.box_features(feat, [pixel_boxes(boxes.to(self.device), w, h)]).float()
-
-
-def select_objects(scores: Tensor, boxes: Tensor, *, score_thresh: float, nms_thresh: float
-                   ) -> tuple[Tensor, Tensor, int]:
-    """Per-class NMS over (proposal, class) pairs; each proposal's best surviving class.
-
-    scores (P, C), boxes (P, C, 4) -> ranking score (P,) (the best surviving score; proposals with
-    none rank below all others), class (P,), and the number of proposals with a surviving pair.
-    Only pairs with score >= score_thresh take part: greedy NMS keeps or drops a pair by the
-    higher-scored pairs of its class alone, so dropping lower pairs changes no decision above it.
-    """
-    p_idx, c_idx = torch.nonzero(scores >= score_thresh, as_tuple=True)
-    s = scores[p_idx, c_idx]
-    keep = batched_nms(boxes[p_idx, c_idx].float(), s.float(), c_idx, nms_thresh)
-    survived = torch.full_like(scores, -1.0)  # (P, C): score of surviving pairs, -1 elsewhere
-    survived[p_idx[keep], c_idx[keep]] = s[keep]
-    best, best_cls = survived.max(dim=1)
-    ok = best >= 0
-    # Proposals without a surviving pair rank after all others, by their best raw score (the
-    # fill-in used when fewer than min_objects survive).
-    raw, raw_cls = scores.max(dim=1)
-    rank = torch.where(ok, best, raw - 2.0)
-    return rank, torch.where(ok, best_cls, raw_cls), int(ok.sum())
-
-
-def postprocess_vg(props: Tensor, cls_logits: Tensor, deltas: Tensor, feats: Tensor, attr_logits: Tensor | None,
-                   hw: tuple[int, int], *, score_thresh: float, nms_thresh: float, max_objects: int,
-                   min_objects: int, box_source: str) -> ObjectDetections:
-    """One image's RoI-head outputs -> kept objects (see the module docstring).
-
-    props (P, 4) pixels, cls_logits (P, C+1) background last, deltas (P, C*4), feats (P, D),
-    attr_logits (P, n_attr+1) or None; hw is the input image size the boxes refer to.
-    """
-    h, w = hw
-    cls_logits, deltas, props = cls_logits.float(), deltas.float(), props.float()
-    num_classes = cls_logits.shape[1] - 1
-    scores = F.softmax(cls_logits, dim=1)[:, :-1]  # (P, C) without background (last)
-    if box_source == "regressed":
-        reg = apply_deltas(deltas, props, (10.0, 10.0, 5.0, 5.0))  # (P, C * 4)
-        cand_boxes = clip_boxes(reg.view(-1, num_classes, 4), h, w)  # (P, C, 4)
-    else:
-        cand_boxes = props[:, None, :].expand(-1, num_classes, 4)
-    rank, best_cls, n_survived = select_objects(scores, cand_boxes, score_thresh=score_thresh,
-                                                nms_thresh=nms_thresh)
-    n_keep = min(max(n_survived, min_objects), max_objects, scores.shape[0])
-    idx = torch.argsort(rank, descending=True, stable=True)[:n_keep]
-    cls = best_cls[idx]
-    det = ObjectDetections(normalise_boxes(cand_boxes[idx, cls], w, h), scores[idx, cls].float(), cls.long(),
-                           feats[idx].float())
-    if attr_logits is not None:
-        a = F.softmax(attr_logits[idx][:, :-1].float(), dim=1)
-        det.attr_score, det.attr_id = a.max(dim=1)
-    return det

@@ -4,7 +4,10 @@ A spec (YAML preset, YAML file or command-line flags) names configurations -- a 
 switches (`head_args`), optional grids (e.g. num_heads x num_layers) -- plus seeds and the shared
 `TrainArgs` fields. Every (configuration, grid point, seed) is one `pipelines.training.train.train` run in
 `OUT/runs/<config>-s<seed>`; a run whose directory holds `summary.json` is finished and skipped on
-a rerun, an interrupted one (last.pt without summary.json) is resumed. The report
+a rerun, an interrupted one (last.pt without summary.json) is resumed. The runs are executed
+(`pipelines/ablation/jobs.py`) by a process pool on this machine (`--executor process`, the default)
+or as submitit jobs (`local`, `slurm`: one job per run); each finished run also writes an hparams
+summary for TensorBoard (`tensorboard --logdir OUT/runs`). The report
 (`pipelines/ablation/report.py`) then writes results.csv, results.md, the per-group table, the grid
 table and the per-class gain plots.
 
@@ -14,23 +17,17 @@ failing the sweep.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing
-import os
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stagecache.core.atomic import atomic_open
 from stagecache.heads import HEADS, build_head
-from stagecache.pipelines.ablation.spec import (AFTER_TRAIN, Config, Spec, check_train_dict, load_spec, parse_grid,
-                                                parse_pairs, parse_spec, presets, spec_from_flags)
+from stagecache.pipelines.ablation.jobs import IN_PROCESS, Run, execute, make_submitter
+from stagecache.pipelines.ablation.spec import (Spec, check_train_dict, load_spec, parse_grid, parse_pairs, parse_spec,
+                                                presets, spec_from_flags)
+from stagecache.pipelines.launch.executors import ClusterArgs, LaunchError
 from stagecache.pipelines.training.steps import resolve_device
-from stagecache.pipelines.training.train import TrainArgs, train
-
-# Fields that do not change what a run computes: a rerun may differ in them.
-_VOLATILE = {"progress", "command_line", "resume", "device", "out_dir", "train_store", "val_store"} | AFTER_TRAIN
+from stagecache.pipelines.training.train import TrainArgs
 
 
 # ----------------------------------------------------------------------------- store levels
@@ -63,25 +60,13 @@ def head_requires(head: str, head_args: dict) -> frozenset[str]:
     return frozenset(build_head(head, actor_dim=8, object_dim=8, num_classes=2, **head_args).requires)
 
 
-# ----------------------------------------------------------------------------- runs
+# ----------------------------------------------------------------------------- arguments
 
 
-@dataclass
-class Run:
-    config: Config
-    seed: int
-    run_dir: str
-    targs: dict  # TrainArgs keyword arguments
-    skip_reason: str = ""
-
-    @property
-    def name(self) -> str:
-        return Path(self.run_dir).name
-
-
-@dataclass
-class AblateArgs:
-    """Arguments of `ablate`; each field's metadata is its CLI option (pipelines/commands/options.py)."""
+@dataclass(kw_only=True)
+class AblateArgs(ClusterArgs):
+    """Arguments of `ablate`; each field's metadata is its CLI option (pipelines/commands/options.py);
+    the cluster options (--executor slurm) are `ClusterArgs`'."""
 
     train_store: str = field(metadata={"help": "Feature store of the training split."})
     val_store: str = field(metadata={"help": "Feature store of the validation split."})
@@ -115,8 +100,12 @@ class AblateArgs:
                 "linear one."})
     groups: str = field(default="", metadata={  # groups JSON for non-AVA label maps
         "help": "Class groups JSON {\"group\": [ids]} for non-AVA label maps. Default: AVA groups / the store's."})
+    executor: str = field(default=IN_PROCESS, metadata={
+        "help": "process: runs on this machine (--jobs at once); local: one submitit job per run on this machine; "
+                "slurm: one Slurm job per run, all in one job array (the sweep waits for them).",
+        "metavar": "process|local|slurm"})
     jobs: int = field(default=1, metadata={
-        "help": "Runs trained at once (process pool); raise it on a GPU with room."})
+        "help": "Runs trained at once with --executor process (a process pool); raise it on a GPU with room."})
     top_k: int = field(default=20, metadata={"help": "Classes per per-class gain plot (largest absolute gains)."})
     progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
     command_line: str = field(default="", metadata={"no_option": "the command line itself, set by the command"})
@@ -132,8 +121,11 @@ class AblateArgs:
                 raise ValueError("--train-store and --val-store are required")
         if not self.out:
             raise ValueError("--out is required")
+        self.check_executor(self.executor, IN_PROCESS)
         if self.jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.jobs != 1 and self.executor != IN_PROCESS:
+            raise LaunchError(f"--jobs is for --executor {IN_PROCESS} (--executor {self.executor}: one job per run)")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.groups and not Path(self.groups).is_file():
@@ -184,87 +176,6 @@ def plan_runs(spec: Spec, args: AblateArgs, levels: set[str] | None = None) -> l
     return runs
 
 
-def _identity(targs: dict) -> dict:
-    """The TrainArgs of a run that decide its result (JSON round-tripped)."""
-    d = asdict(TrainArgs(**targs))
-    return json.loads(json.dumps({k: v for k, v in d.items() if k not in _VOLATILE}))
-
-
-def run_state(run: Run) -> str:
-    """'done', 'partial' (resume) or 'new'. A run dir made by other arguments is an error."""
-    d = Path(run.run_dir)
-    marker = d / "ablate_run.json"
-    if marker.exists():
-        saved = json.loads(marker.read_text())
-        if saved != _identity(run.targs):
-            diff = sorted(k for k in set(saved) | set(_identity(run.targs))
-                          if saved.get(k) != _identity(run.targs).get(k))
-            raise ValueError(f"{d} holds a run with other arguments (differs in {diff}); "
-                             "use another --out or remove that run directory")
-    if (d / "summary.json").exists():
-        return "done"
-    if (d / "last.pt").exists():
-        return "partial"
-    return "new"
-
-
-def _train_one(targs: dict, threads: int) -> dict:
-    """One run (in this process or a pool worker)."""
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    d = Path(targs["out_dir"])
-    d.mkdir(parents=True, exist_ok=True)
-    with atomic_open(d / "ablate_run.json") as f:  # run_state reads it back: never half a file
-        f.write(json.dumps(_identity(targs), indent=2))
-    return train(TrainArgs(**targs))
-
-
-def execute(runs: list[Run], jobs: int, echo=print) -> dict[str, str]:
-    """Train every pending run; returns run name -> status ('done', 'failed: ...', 'skipped: ...')."""
-    status: dict[str, str] = {}
-    pending = []
-    for r in runs:
-        if r.skip_reason:
-            status[r.name] = r.skip_reason
-            continue
-        state = run_state(r)
-        if state == "done":
-            status[r.name] = "done"
-            echo(f"[ablate] {r.name}: finished already, skipped")
-            continue
-        targs = dict(r.targs, resume=state == "partial")
-        pending.append((r, targs))
-    if not pending:
-        return status
-    if jobs == 1:
-        for r, targs in pending:
-            echo(f"[ablate] {r.name}: training")
-            try:
-                _train_one(targs, 0)
-                status[r.name] = "done"
-            except Exception as e:  # one failing configuration must not lose the rest of a sweep
-                status[r.name] = f"failed: {type(e).__name__}: {e}"
-                echo(f"[ablate] {r.name} failed:\n{traceback.format_exc()}")
-        return status
-    # Spawned workers: CUDA cannot be used in forked children; each worker gets its share of the cores.
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(_train_one, dict(t, progress=False), threads): r for r, t in pending}
-        for fut in cf.as_completed(futures):
-            r = futures[fut]
-            try:
-                fut.result()
-                status[r.name] = "done"
-                echo(f"[ablate] {r.name}: done")
-            except Exception as e:
-                status[r.name] = f"failed: {type(e).__name__}: {e}"
-                echo(f"[ablate] {r.name} failed: {status[r.name]}")
-    return status
-
-
 def ablate(args: AblateArgs, echo=print) -> dict:
     """Run the sweep and write the results directory.
     Returns {"out": Path, "status": run name -> 'done' | 'failed: ...' | 'skipped: ...', "report": ...}."""
@@ -272,6 +183,7 @@ def ablate(args: AblateArgs, echo=print) -> dict:
 
     spec = resolve_spec(args)
     out = Path(args.out)
+    submitter = make_submitter(args.executor, out / "logs", args)  # a refusal before anything is written
     out.mkdir(parents=True, exist_ok=True)
     levels = store_levels(args.train_store) & store_levels(args.val_store)
     runs = plan_runs(spec, args, levels)
@@ -287,10 +199,14 @@ def ablate(args: AblateArgs, echo=print) -> dict:
          "device": str(resolve_device(spec.train.get("device", "auto"))),
          "runs": [{"name": r.name, "config": r.config.name, "seed": r.seed, "run_dir": r.run_dir,
                    "skip": r.skip_reason} for r in runs]}, indent=2))
-    status = execute(runs, args.jobs, echo)
+    # Slurm: the threads of the task's allocation (--cpus, else torch's); local: this machine's cores shared.
+    threads = (args.cpus or 0) if args.executor == "slurm" else -1
+    status = execute(runs, jobs=args.jobs, submitter=submitter, threads=threads, echo=echo)
     report = ablate_report.write_report(out, spec, runs, status, train_store=args.train_store,
                                         groups_file=args.groups, top_k=args.top_k)
     failed = [n for n, s in status.items() if s.startswith("failed")]
     if failed:
-        echo(f"[ablate] {len(failed)} run(s) failed: {', '.join(failed)}")
+        echo(f"[ablate] {len(failed)} run(s) failed:")
+        for n in failed:
+            echo(f"  {n}: {status[n]}")
     return {"out": out, "status": status, "report": report}

@@ -16,7 +16,8 @@ from stagecache.pipelines.commands.options import dataclass_options
 def ablate_cli(**kw):
     """Train every configuration x seed of an ablation spec on one store pair and write results.csv,
     results.md (mean ± std over seeds, per class group, grid), gain_*.png and spec.json. Finished runs
-    are skipped on a rerun."""
+    are skipped on a rerun. Runs go to a process pool here (--executor process) or are submitit jobs,
+    one per run (--executor local / slurm; logs in OUT/logs)."""
     from stagecache.pipelines.ablation.sweep import ablate
 
     try:

@@ -1,5 +1,6 @@
-"""`extract features` (`extract.features_args.ExtractArgs` -> `run_extract`) and `extract tracks`
-(`extract.tracking.TracksArgs` -> `write_tracks`).
+"""`extract features` (`pipelines.launch.extract_array.ExtractFeaturesArgs`: `ExtractArgs` -> `run_extract`
+in this process, or `--executor local|slurm` -> `launch_extract`, a job array of shards) and
+`extract tracks` (`extract.tracking.TracksArgs` -> `write_tracks`).
 
 The `extract` group is `extract_cli`; the `detections` subcommand lives in another module and is
 added to this group by pipelines/commands/cli.py.
@@ -10,8 +11,8 @@ from __future__ import annotations
 import click
 
 from stagecache.core.errors import UserError
-from stagecache.extract.features_args import ExtractArgs
 from stagecache.extract.tracking import TracksArgs
+from stagecache.pipelines.launch.extract_array import ExtractFeaturesArgs
 from stagecache.pipelines.commands.options import Command, dataclass_options
 
 
@@ -21,17 +22,25 @@ def extract_cli():
 
 
 @extract_cli.command("features", cls=Command, context_settings={"show_default": True})
-@dataclass_options(ExtractArgs)
+@dataclass_options(ExtractFeaturesArgs)
 def features_cmd(**kw):
-    """Backbone RoI features of every actor box into the feature store (resumable, sharded)."""
-    from stagecache.extract.features import run_extract
-
+    """Backbone RoI features of every actor box into the feature store (resumable, sharded; in this
+    process, or as a job array of shards with --executor local / slurm)."""
     try:
-        args = ExtractArgs(**kw)
-    except UserError:  # a bad jhmdb/ucf24 split name: the CLI's one error path (exit 1)
+        args = ExtractFeaturesArgs(**kw)
+    except UserError:  # a bad executor or jhmdb/ucf24 split name: the CLI's one error path (exit 1)
         raise
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if args.executor != "inline":
+        from stagecache.pipelines.launch.extract_array import launch_extract
+
+        result = launch_extract(args, echo=click.echo)
+        if result.get("failed_tasks") or (result.get("summary") or {}).get("failed"):
+            raise SystemExit(1)
+        return
+    from stagecache.extract.features import run_extract
+
     summary = run_extract(args)
     if summary["failed"]:
         raise SystemExit(1)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,9 +139,71 @@ def check_single_label(kf: np.ndarray, box: np.ndarray, path, line) -> None:
         raise ava_io.AvaFormatError(path, line(int(multi[0])), "--single-label but this box has several labels")
 
 
+_SPACED = re.compile(rb"(?m)^(?:[ \t]+[^,\r\n]*|[^,\r\n]*?[ \t]+),")
+_MARK = "\u2423"  # visible stand-in for a space around a video id: the CSV reader strips spaces, the references do not
+
+
+def _spaced_ids(paths) -> tuple[dict, int, str | None]:
+    """Files whose video ids have spaces around them: {path: text with each such space marked},
+    the row count, and the first file:line. The three reference evaluators key keyframes by the id
+    as written, so ` v1` is another video than `v1`; our reader strips it."""
+    out, count, first = {}, 0, None
+    for path in paths:
+        if path is None:
+            continue
+        data = Path(path).read_bytes()
+        if not re.search(rb"(^|\n)[ \t]|[ \t],", data):  # the usual file: one quick scan, nothing to do
+            continue
+        hits = list(_SPACED.finditer(data))
+        if not hits:
+            continue
+        count += len(hits)
+        line = data.count(b"\n", 0, hits[0].start()) + 1
+        first = first or f"{path}:{line}"
+
+        def mark(m):
+            field_ = m.group(0)[:-1].decode("utf-8", "replace")
+            core = field_.strip(" \t")
+            lead, trail = field_[:len(field_) - len(field_.lstrip(" \t"))], field_[len(field_.rstrip(" \t")):]
+            return (_MARK * len(lead) + core + _MARK * len(trail) + ",").encode()
+
+        out[path] = _SPACED.sub(mark, data)
+    return out, count, first
+
+
 def evaluate_files(gt_csv, pred_csv, label_map_path=DEFAULT_LABEL_MAP, excluded_csv=None,
                    max_dets_per_kf: int | None = 50, iou_threshold: float = 0.5, single_label: bool = False,
                    keep_curves: bool = False, protocol: str = "official") -> EvalResult:
+    """Frame-mAP of an AVA predictions CSV against a GT CSV under `protocol` (official by default).
+    A video id with spaces around it is another video, as in the three reference evaluators (one
+    warning with the number of such rows and the first file:line)."""
+    marked, count, first = _spaced_ids([gt_csv, pred_csv, excluded_csv])
+    if not marked:
+        return _evaluate_files(gt_csv, pred_csv, label_map_path, excluded_csv, max_dets_per_kf, iou_threshold,
+                               single_label, keep_curves, protocol)
+    warnings.warn(f"{count} row(s) have spaces around the video id (first: {first}); each is scored as another "
+                  "video than the id without them, as the reference evaluators do", stacklevel=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        names = {}
+        for i, path in enumerate([gt_csv, pred_csv, excluded_csv]):
+            if path in marked:
+                names[path] = os.path.join(tmp, f"{i}_{Path(path).name}")
+                Path(names[path]).write_bytes(marked[path])
+        try:
+            return _evaluate_files(names.get(gt_csv, gt_csv), names.get(pred_csv, pred_csv), label_map_path,
+                                   names.get(excluded_csv, excluded_csv), max_dets_per_kf, iou_threshold,
+                                   single_label, keep_curves, protocol)
+        except ava_io.AvaFormatError as e:  # name the user's file, not the marked copy
+            msg = str(e)
+            for orig, tmp_path in names.items():
+                msg = msg.replace(tmp_path, str(orig))
+            e.args = (msg.replace(_MARK, " "),)
+            raise
+
+
+def _evaluate_files(gt_csv, pred_csv, label_map_path=DEFAULT_LABEL_MAP, excluded_csv=None,
+                    max_dets_per_kf: int | None = 50, iou_threshold: float = 0.5, single_label: bool = False,
+                    keep_curves: bool = False, protocol: str = "official") -> EvalResult:
     """Frame-mAP of an AVA predictions CSV against a GT CSV under `protocol` (official by default).
 
     Values are used as parsed (float64, no clipping), as the evaluators do. Rows of classes outside
@@ -278,7 +343,7 @@ class EvaluateArgs:
     plot_by: str = "class"
     groups: str | None = None
     single_label: bool = False
-    protocol: str = "official"
+    protocol: str | None = None  # None: official (the command shares --protocol with the tube datasets)
 
     def __post_init__(self):
         for name in ("gt", "pred", "label_map", "excluded", "groups"):
@@ -289,6 +354,7 @@ class EvaluateArgs:
             raise ValueError(f"--iou must be in (0, 1], got {self.iou}")
         if self.plot_by not in ("class", "group"):
             raise ValueError(f"--plot-by must be 'class' or 'group', got {self.plot_by!r}")
+        self.protocol = self.protocol or "official"
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"--protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         if self.protocol != "official" and (self.no_cap or self.single_label):

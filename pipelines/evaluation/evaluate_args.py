@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from stagecache.extract.datasets.tubes_pkl import TUBE_DATASETS
 from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_evaluate
-from stagecache.pipelines.evaluation.tubes import TubeEvalArgs, run_tube_eval
+from stagecache.pipelines.evaluation.tubes import (DEFAULT_TUBE_PROTOCOL, TUBE_PROTOCOLS, VIDEO_IOUS, TubeEvalArgs,
+                                                  run_tube_eval)
 
 _FILE = {"exists": True, "dir_okay": False}
 _TUBES = "JHMDB-21 / UCF101-24 options"  # the --help heading of the options only they take
@@ -50,11 +51,23 @@ class EvaluateCommandArgs:
     fps: float | None = field(default=None, metadata={  # None: the dataset's
         "help": "jhmdb/ucf24: frame rate that turned frames into timestamps at extraction.",
         "show_default": "jhmdb 30, ucf24 25 (as extraction)", "group": _TUBES})
-    min_tube_length: int = field(default=15, metadata={
-        "help": "jhmdb/ucf24: linked tubes shorter than this many frames are dropped (ACT: 15).", "group": _TUBES})
-    protocol: str = field(default="official", metadata={
-        "help": "Whose evaluator to reproduce: ActivityNet's official one, PySlowFast's or MMAction2's "
-                "(differences: docs/EVALUATION.md).", "choices": list(PROTOCOLS)})
+    min_tube_length: int | None = field(default=None, metadata={  # None: the protocol's
+        "help": "jhmdb/ucf24: linked tubes shorter than this many frames are dropped.",
+        "show_default": "the protocol's, 15", "group": _TUBES})
+    video_ious: tuple[float, ...] = field(default=VIDEO_IOUS, metadata={
+        "help": "jhmdb/ucf24: video-mAP thresholds, comma-separated (video-mAP@0.5:0.95 is always reported).",
+        "option": "--video-iou", "sep": ",", "group": _TUBES})
+    frame_stride: int = field(default=1, metadata={
+        "help": "jhmdb/ucf24: the predictions are on keyframes 1, 1+N, 1+2N, ... (extraction's --frame-stride): "
+                "frame-AP on those frames, linking over them (docs/EVALUATION.md).", "range": {"min": 1},
+        "group": _TUBES})
+    tubes_out: str | None = field(default=None, metadata={
+        "help": "jhmdb/ucf24: write the linked tubes (after the tube NMS) as JSON here (format: docs/EVALUATION.md).",
+        "path": {"dir_okay": False}, "group": _TUBES})
+    protocol: str | None = field(default=None, metadata={  # None: official (AVA), moc (jhmdb/ucf24)
+        "help": "Whose evaluator to reproduce. AVA: ActivityNet's official one, PySlowFast's or MMAction2's; "
+                "jhmdb/ucf24: MOC-Detector's or ACT's (differences: docs/EVALUATION.md).",
+        "choices": [*PROTOCOLS, *TUBE_PROTOCOLS], "show_default": f"official (AVA), {DEFAULT_TUBE_PROTOCOL} (jhmdb/ucf24)"})
 
     def __post_init__(self):
         self.pred, self.tube_splits = tuple(self.pred), [int(s) for s in self.tube_splits]
@@ -62,6 +75,10 @@ class EvaluateCommandArgs:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: ava, {', '.join(TUBE_DATASETS)}")
         if self.dataset == "ava" and len(self.pred) != 1:
             raise ValueError("AVA evaluation takes one --pred file")
+        tube = self.dataset != "ava"
+        if self.protocol is not None and (self.protocol in TUBE_PROTOCOLS) != tube:
+            raise ValueError(f"--protocol {self.protocol} is not one for --dataset {self.dataset}: "
+                             f"{', '.join(TUBE_PROTOCOLS if tube else PROTOCOLS)}")
         self.target()  # its own checks
 
     def target(self) -> EvaluateArgs | TubeEvalArgs:
@@ -69,7 +86,8 @@ class EvaluateCommandArgs:
         if self.dataset != "ava":
             return TubeEvalArgs(dataset=self.dataset, gt=self.gt, preds=list(self.pred), splits=self.tube_splits or [1],
                                 fps=self.fps, iou=self.iou, min_tube_length=self.min_tube_length,
-                                json_path=self.json_path)
+                                json_path=self.json_path, protocol=self.protocol, video_ious=self.video_ious,
+                                frame_stride=self.frame_stride, tubes_out=self.tubes_out)
         return EvaluateArgs(gt=self.gt, pred=self.pred[0], label_map=self.label_map, excluded=self.excluded,
                             no_cap=self.no_cap, iou=self.iou, json_path=self.json_path, plots=self.plots,
                             plot_by=self.plot_by, groups=self.groups, single_label=self.single_label,

@@ -80,11 +80,12 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     run = Path(run_dir)
-    out = RunDir(out_dir if out_dir else run / "balanced")
-    if out.last.exists():
-        raise RunExistsError(f"{out.path} already holds a retrained classifier; remove it or choose another out_dir")
+    out_path = Path(out_dir) if out_dir else run / "balanced"
+    if (out_path / "last.pt").exists():
+        raise RunExistsError(f"{out_path} already holds a retrained classifier; remove it or choose another out_dir")
     dev = resolve_device(device)
     head, cfg = load_trained(run, dev, checkpoint)
+    out = RunDir(out_path, tensorboard=cfg.get("tensorboard", True))  # as the run it retrains
     params = classifier_parameters(head)
     for p in head.parameters():
         p.requires_grad_(False)

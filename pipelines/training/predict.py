@@ -26,6 +26,10 @@ class PredictArgs:
     score_threshold: float = field(default=0.8, metadata={"help": "Minimum proposal score."})
     checkpoint: str = field(default="best.pt", metadata={"help": "Checkpoint file in the run directory."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    score: str = field(default="class", metadata={
+        "help": "Score of a (box, class) row: the class probability as the head gives it (class; what train-head's "
+                "val predictions hold), or times the proposal's detection score (product, as ACT / MOC tubelet "
+                "scores combine box and class).", "choices": ["class", "product"]})
     batch_size: int = field(default=64, metadata={
         "help": "Keyframes per forward pass (stage variant=official links neighbouring batch positions: "
                 "6 reproduces the official test.py).", "range": {"min": 1}})
@@ -50,6 +54,8 @@ def predict(args: PredictArgs) -> Path:
     rows, logits = run_head(head, split, batch_size=args.batch_size, progress=True)
     pose_cols = losses.pose_columns(cfg["label_ids"], cfg["pose_ids"])
     score = losses.scores(logits, cfg["loss"], pose_cols).numpy()  # (N, L)
+    if args.score == "product":  # GT boxes have score 1: unchanged
+        score = score * split.graph.actor_score.cpu().numpy()[rows.numpy()][:, None]
     ids = cfg["label_ids"]
     det = detections(split, rows, score, ids, list(range(len(ids))))
     out = Path(args.out)

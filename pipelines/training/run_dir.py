@@ -21,6 +21,7 @@ from stagecache.extract import ava_io
 from stagecache.core.errors import UserError
 from stagecache.core.safe_pickle import torch_load
 from stagecache.heads import build_head
+from stagecache.pipelines.training.tensorboard import RunBoard
 
 
 # what a refused run checkpoint's message ends with: the project's own hold only tensors and plain values
@@ -66,8 +67,10 @@ class RunDir:
     """The files of one run directory (module docstring), written in the order that makes a killed
     run resumable: best.pt and its predictions, then last.pt, then the epoch's metrics line."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, tensorboard: bool = False):
         self.path = Path(path)
+        self.tensorboard = tensorboard  # event files beside metrics.jsonl (pipelines/training/tensorboard.py)
+        self.board: RunBoard | None = None
 
     @property
     def last(self) -> Path:
@@ -95,12 +98,16 @@ class RunDir:
             raise ResumeMismatchError(f"--resume {self.path}: that run was started with other options ({shown}"
                                       f"{', ...' if len(differ) > 4 else ''}); give the same options, or a new --out-dir")
 
-    def start(self, config: dict, history: list[dict]) -> None:
-        """Write the config and the metrics of the epochs already done: metrics.jsonl is rewritten
-        from the checkpointed history so a resumed run never duplicates lines."""
+    def start(self, config: dict, history: list[dict], *, best_epoch: int = -1, best_ap: dict | None = None,
+              class_names: dict | None = None) -> None:
+        """Write the config and the metrics of the epochs already done: metrics.jsonl (and the
+        TensorBoard curves, with the best epoch's per-class AP) are rewritten from the checkpointed
+        history so a resumed run never duplicates an epoch."""
         self.path.mkdir(parents=True, exist_ok=True)
         _write_text(self.path / "config.json", json.dumps(config, indent=2))
         _write_text(self.path / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        if self.tensorboard:
+            self.board = RunBoard(self.path, history, best_epoch=best_epoch, best_ap=best_ap, class_names=class_names)
 
     def save_best(self, model_state: dict, config: dict, epoch: int, result, det: dict, tables,
                   groups: dict[str, list[int]]) -> None:
@@ -108,15 +115,21 @@ class RunDir:
         atomic_save({"model": model_state, "config": config, "epoch": epoch}, self.path / "best.pt")
         write_predictions_csv(self.path / "val_predictions.csv", det, tables)
         _write_text(self.path / "per_class_ap.json", json.dumps(result.to_json(groups), indent=2))
+        if self.board is not None:
+            self.board.best(epoch, result.per_class)
 
     def end_epoch(self, last: dict, record: dict) -> None:
         """Commit an epoch: the resumable state, then its metrics line."""
         atomic_save(last, self.last)
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            self.board.epoch(record)
 
     def finish(self, summary: dict) -> dict:
         _write_text(self.path / "summary.json", json.dumps(summary, indent=2))
+        if self.board is not None:
+            self.board.close()
         return summary
 
 
@@ -127,7 +140,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # options that do not change what a run computes, or (epochs) extend it the way an uninterrupted run would
-_MAY_CHANGE_ON_RESUME = frozenset({"epochs", "resume", "progress", "command_line", "device", "out_dir",
+_MAY_CHANGE_ON_RESUME = frozenset({"tensorboard", "epochs", "resume", "progress", "command_line", "device", "out_dir",
                                    "retrain_classifier", "retrain_epochs"})  # train-head's step after train()
 
 

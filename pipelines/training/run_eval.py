@@ -10,8 +10,11 @@ import torch
 from tqdm import tqdm
 
 from stagecache.extract import ava_io
+from stagecache.extract.datasets.tubes_pkl import (TUBE_DATASETS, TubeFormatError, TubeGT, parse_split,
+                                                   read_tube_pickle, timestamp_frame)
 from stagecache.pipelines.training import losses
-from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, class_groups, frame_map
+from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, EvalResult, class_groups, frame_map
+from stagecache.pipelines.evaluation.tubes import DEFAULT_TUBE_PROTOCOL, tube_frame_map
 from stagecache.pipelines.training.steps import LossContext, SplitContext
 
 
@@ -82,6 +85,55 @@ def gt_for_eval(tables, label_ids: list[int]) -> dict[str, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class TubeTarget:
+    """A JHMDB-21 / UCF101-24 val store scored as `evaluate --dataset` scores its predictions CSV."""
+
+    gt: TubeGT
+    split: int
+    fps: float
+    frame_stride: int
+    protocol: str = DEFAULT_TUBE_PROTOCOL
+
+
+def is_tube_store(store) -> bool:
+    """A store `extract features --dataset jhmdb|ucf24` (or the synthetic tube data) wrote: split
+    train<N> / test<N> and, in its base attrs, a .pkl annotations file or a tube dataset name."""
+    base = store.groups.get("base", {})
+    try:
+        parse_split(str(store.attrs.get("split", "")))
+    except TubeFormatError:
+        return False
+    return str(base.get("annotations") or "").endswith(".pkl") or base.get("dataset") in TUBE_DATASETS
+
+
+def tube_target(store, tables, gt_path: str) -> TubeTarget:
+    """The pickle, split, fps and keyframe stride of a tube val store (the stride: the gcd of its
+    keyframes' frame numbers - 1, which is extraction's --frame-stride on real data)."""
+    side, split = parse_split(str(store.attrs.get("split")))
+    if side != "test":
+        raise TubeFormatError(f"{gt_path}: the val store is split {store.attrs.get('split')}; evaluate --dataset "
+                              "scores a test<N> split")
+    gt = read_tube_pickle(gt_path)
+    base = store.groups.get("base", {})
+    fps = float(base.get("fps") or next(s.fps for s in TUBE_DATASETS.values() if s.splits == len(gt.test_videos)))
+    frames = timestamp_frame(tables.kf_time.numpy(), fps)
+    stride = int(np.gcd.reduce(frames - 1)) if len(frames) else 1
+    return TubeTarget(gt, split, fps, max(stride, 1))
+
+
+def tube_metric_note(target: TubeTarget | None, tube_store: bool) -> str:
+    """What the val mAP of a run is, said once in its output."""
+    if target is not None:
+        return (f"val mAP = evaluate --dataset's frame-mAP on val_predictions.csv (protocol {target.protocol}, "
+                f"split {target.split}, fps {target.fps:g}, --frame-stride {target.frame_stride})")
+    if tube_store:
+        return ("val mAP = AVA official frame-mAP on the store's GT rows (IoU without +1 px, 50 per keyframe, VOC AP); "
+                "evaluate --dataset gives another number (ACT/MOC: pixel +1 IoU, per-frame NMS, trapezoid AP, "
+                "the pickle's boxes): give --tube-gt <GT pickle> to report that one")
+    return ""
+
+
+@dataclass(frozen=True)
 class EvalContext:
     """What a validation is scored against: the ground truth (`gt_for_eval`), the store's label ids
     (the head's output columns), the ids reported, the per-keyframe detection cap and the batch size."""
@@ -91,6 +143,7 @@ class EvalContext:
     eval_ids: list[int]
     max_dets_per_kf: int | None
     batch_size: int
+    tube: TubeTarget | None = None  # a tube dataset's val store: scored as evaluate --dataset
 
 
 def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext):
@@ -99,6 +152,8 @@ def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext)
     score = losses.scores(logits, loss.loss, loss.pose_cols.cpu()).numpy()  # (N, L)
     cols = [ev.label_ids.index(i) for i in ev.eval_ids]
     det = detections(split, rows, score, ev.eval_ids, cols)
+    if ev.tube is not None:
+        return tube_result(ev, split.tables, det), det
     gt = ev.gt
     keep = np.isin(gt["class"], ev.eval_ids)
     result = frame_map(
@@ -107,3 +162,18 @@ def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext)
         class_ids=ev.eval_ids, max_dets_per_kf=ev.max_dets_per_kf,
     )
     return result, det
+
+
+def tube_result(ev: EvalContext, tables, det: dict) -> EvalResult:
+    """evaluate --dataset's per-class frame AP of the rows `write_predictions_csv` writes (float32
+    boxes and scores: the CSV reads back to the same values)."""
+    t = ev.tube
+    videos = np.asarray(tables.video_names, dtype=object)[tables.kf_video.numpy()[det["kf"]]]
+    pred = ava_io.Predictions(video=videos, timestamp=tables.kf_time.numpy()[det["kf"]],
+                              box=det["box"].astype(np.float32), action=det["class"].astype(np.int64),
+                              score=det["score"].astype(np.float32))
+    ap = tube_frame_map(t.gt, t.split, pred, fps=t.fps, source="val predictions", protocol=t.protocol,
+                        frame_stride=t.frame_stride)
+    per = {i: float(ap[i - 1]) for i in ev.eval_ids}
+    vals = [v for v in per.values() if not np.isnan(v)]
+    return EvalResult(map=float(np.mean(vals)) if vals else float("nan"), per_class=per)

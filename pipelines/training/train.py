@@ -25,7 +25,8 @@ from stagecache.heads import HEADS, build_head
 from stagecache.pipelines.training import losses
 from stagecache.pipelines.training.head_args import HeadArgError, check_head_kwargs
 from stagecache.pipelines.training.run_dir import RunDir, check_new_run
-from stagecache.pipelines.training.run_eval import EvalContext, default_eval_ids, eval_groups, evaluate_head, gt_for_eval
+from stagecache.pipelines.training.run_eval import (EvalContext, default_eval_ids, eval_groups, evaluate_head,
+                                                   gt_for_eval, is_tube_store, tube_metric_note, tube_target)
 from stagecache.pipelines.training.split import SplitSpec, TrainingStores, check_training_stores
 from stagecache.pipelines.training.split_batches import SAMPLINGS, epoch_batches
 from stagecache.pipelines.training.steps import LossContext, SplitContext, make_optimizer, resolve_device, seed_everything, train_epoch
@@ -94,9 +95,16 @@ class TrainArgs:
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its last checkpoint."})
     progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
     command_line: str = field(default="", metadata={"no_option": "the command line itself, set by the command"})
+    tensorboard: bool = field(default=True, metadata={  # pipelines/training/tensorboard.py
+        "help": "Write no TensorBoard event files (default: the run directory holds them, equal to metrics.jsonl).",
+        "off": "--no-tensorboard"})
     bank_group: str = field(default="", metadata={  # ACAR's ACFB (pipelines/training/acfb.py)
         "help": "Store group of first-order relation maps (written by write-bank) fed to a bank head, "
                 "e.g. --head acar --head-arg bank=true --bank-group acfb (ACAR-Net ACFB). Default: no bank."})
+    tube_gt: str | None = field(default=None, metadata={  # pipelines/training/run_eval.py TubeTarget
+        "help": "jhmdb/ucf24: the GT pickle of the val store; the val mAP (best.pt, per_class_ap.json) is then "
+                "evaluate --dataset's frame-mAP (protocol moc) of val_predictions.csv. Default: AVA frame-mAP on "
+                "the store's GT rows (the run says so).", "path": {"exists": True, "dir_okay": False}})
     init_from: str | None = field(default=None, metadata={  # pipelines/training/init_from.py
         "help": "Start from these weights: an official STAGE checkpoint (.pth; with --head stage --head-arg "
                 "variant=official) or a train-head best.pt/last.pt. Default: random initialisation.",
@@ -162,7 +170,7 @@ def preflight_train(args: TrainArgs) -> TrainingStores:
 
 
 def train(args: TrainArgs) -> dict:
-    out = RunDir(args.out_dir)
+    out = RunDir(args.out_dir, tensorboard=args.tensorboard)
     device = resolve_device(args.device)
     seed_everything(args.seed)  # first: the head's initial weights are the seed's
     # Stores, levels, dims, labels: fail in seconds, before any write; then both splits load (NaN/Inf
@@ -176,8 +184,12 @@ def train(args: TrainArgs) -> dict:
     train_split = SplitContext(train_data.graph, radius, device, args.amp, train_data.tables)
     val_split = SplitContext(val_data.graph, radius, device, args.amp, val_data.tables)
     loss = LossContext(args.loss, losses.pose_columns(label_ids, args.pose_ids), cpu_bf16=args.cpu_bf16)
+    tube_store = is_tube_store(val_data.store)
+    tube = tube_target(val_data.store, val_data.tables, args.tube_gt) if args.tube_gt else None
     ev = EvalContext(gt_for_eval(val_data.tables, label_ids), label_ids, eval_ids, args.max_dets_per_kf,
-                     batch_size=max(args.batch_size, 64))
+                     batch_size=max(args.batch_size, 64), tube=tube)
+    if note := tube_metric_note(tube, tube_store):
+        print(f"note: {note}", file=sys.stderr)
     groups = eval_groups(val_data.store, label_ids)
 
     # The dims the head was built with: the loaded object features are 0-d for a head that does not
@@ -206,7 +218,8 @@ def train(args: TrainArgs) -> dict:
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         print(f"resuming {out.path} after epoch {state['epoch']}", file=sys.stderr)
-    out.start(config, state["history"])
+    out.start(config, state["history"], best_epoch=state["best_epoch"], best_ap=state.get("best_ap"),
+              class_names=dict(zip(label_ids, val_data.store.attrs.get("label_names") or [])))
 
     train_queries = train_data.graph.query_keyframes().cpu()
     for epoch in range(state["epoch"], args.epochs):
@@ -236,6 +249,7 @@ def train(args: TrainArgs) -> dict:
               f"{'  (best)' if improved else ''}", file=sys.stderr)
         if improved:
             state["best_map"], state["best_epoch"] = result.map, epoch + 1
+            state["best_ap"] = {int(k): float(v) for k, v in result.per_class.items()}  # re-logged on resume
             out.save_best(head.state_dict(), config, epoch + 1, result, det, val_data.tables, groups)
         # last.pt is the epoch's commit point: a run killed before it redoes this epoch, identically.
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -243,4 +257,5 @@ def train(args: TrainArgs) -> dict:
                        "state": state, "rng": rng, "config": config}, record)
 
     return out.finish({"best_val_map": state["best_map"], "best_epoch": state["best_epoch"],
-                       "epochs": state["epoch"], "run_dir": str(out.path)})
+                       "epochs": state["epoch"], "run_dir": str(out.path),
+                       **({"val_metric": tube_metric_note(tube, tube_store)} if tube_store or tube else {})})

@@ -12,6 +12,8 @@ from stagecache.extract.random_init import RandomWeightsWarning
 from stagecache.extract.detectors.vg import (VGDetector, apply_deltas, cell_anchors, grid_anchors, postprocess_vg,
                                   select_objects)
 from stagecache.extract.detectors.vg_convert import convert_d2_state, read_d2_checkpoint, to_d2_arrays, write_d2_pickle
+from stagecache.extract.detectors.vg_postprocess import FORK_DEMO_NMS, postprocess_fork_demo
+from tests.comparisons import assert_informative
 
 torch.set_num_threads(1)
 SMALL = dict(min_size=96, max_size=120, rpn_pre_nms_topk=300, rpn_post_nms_topk=6)
@@ -141,6 +143,7 @@ def test_proposal_boxes_features_match_features_for_boxes(ckpt):
     finally:
         model.box_source = "regressed"
     feat = model.features_for_boxes(frame, det.box)
+    assert_informative(det.feature, "detector features")
     assert_close(feat, det.feature, rtol=1e-4, atol=1e-4)
 
 
@@ -202,6 +205,81 @@ def test_postprocess_top_k_and_fill():
                           **kw)
     assert len(many) == len(full) + 4
     assert_close(many.score[: len(full)], full.score)  # fill-ins come after all kept objects
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _fork_demo_reference(scores, boxes, score_thresh, max_objects, schedule=(0.5, 0.6, 0.7, 0.8, 0.9)):
+    """py-bottom-up-attention's demo, loop by loop: pairs scoring > score_thresh, greedy NMS in each
+    class, all survivors by decreasing score, the first max_objects; the IoU raised 0.5 .. 0.9 until
+    that many survive. Returns [(proposal, class)] and the IoU used."""
+    P, C = scores.shape
+    for iou_t in schedule:
+        kept = []
+        for c in range(C):
+            cand = sorted([p for p in range(P) if scores[p, c] > score_thresh], key=lambda p: -float(scores[p, c]))
+            mine = []
+            for p in cand:
+                if all(_iou(boxes[p, c].tolist(), boxes[q, c].tolist()) <= iou_t for q in mine):
+                    mine.append(p)
+            kept += [(p, c) for p in mine]
+        kept = sorted(kept, key=lambda pc: -float(scores[pc]))[:max_objects]
+        if len(kept) == max_objects:
+            break
+    return kept, iou_t
+
+
+def test_fork_demo_postprocess_matches_reference():
+    g = torch.Generator().manual_seed(5)
+    P, C = 40, 5
+    logits = torch.randn(P, C + 1, generator=g) * 1.5
+    logits[:, 0] += 1.0  # two strong classes: many proposals hold both above the threshold
+    logits[:, 1] += 1.0
+    xy = torch.rand(P, 2, generator=g) * 40
+    props = torch.cat((xy, xy + 20 + torch.rand(P, 2, generator=g) * 20), 1)
+    deltas = torch.zeros(P, C * 4)
+    feats = torch.randn(P, 8, generator=g)
+    attr = torch.randn(P, 7, generator=g)
+    scores = torch.softmax(logits, 1)[:, :-1]
+    boxes = props[:, None, :].expand(-1, C, 4)
+    t = 0.2
+    at_05, _ = _fork_demo_reference(scores, boxes, t, P * C, schedule=(0.5,))
+    for k, expect_iou in ((5, 0.5), (len(at_05) + 2, None)):  # the second needs a looser NMS than 0.5
+        ref, used = _fork_demo_reference(scores, boxes, t, k)
+        p_ref = [p for p, _ in ref]
+        if expect_iou is not None:
+            assert used == expect_iou
+        else:  # the escalation is exercised, and a proposal is kept with two classes
+            assert used > 0.5 and len(ref) == k and len(set(p_ref)) < len(p_ref)
+        det = postprocess_fork_demo(props, logits, deltas, feats, attr, (100, 100), score_thresh=t, max_objects=k,
+                                    box_source="proposal")
+        assert_informative(det.score, "fork-demo scores", min_len=5)
+        assert det.class_id.tolist() == [c for _, c in ref]
+        assert_close(det.score, torch.stack([scores[pc] for pc in ref]))
+        assert_close(det.feature, feats[p_ref])
+        assert_close(det.box, props[p_ref] / 100)
+        assert torch.equal(det.attr_id, attr[p_ref, :-1].argmax(1))
+    assert FORK_DEMO_NMS == (0.5, 0.6, 0.7, 0.8, 0.9)
+    # through the detector: the option by name; min_objects (the Caffe fill-in) is refused with it
+    with pytest.raises(ValueError, match="fill"):
+        VGDetector(vg_postprocess="fork-demo", min_objects=2, **SMALL)
+    with pytest.raises(ValueError, match="valid"):
+        VGDetector(vg_postprocess="demo", **SMALL)
+
+
+def test_vg_postprocess_option(tmp_path):
+    from stagecache.extract.detectors.job import DetectionsArgs
+
+    kw = dict(video_dir=str(tmp_path), out_dir=str(tmp_path / "out"), timestamps="1:2", objects="vg")
+    assert DetectionsArgs(**kw).vg_postprocess == "caffe"
+    assert DetectionsArgs(**kw, vg_postprocess="fork-demo").vg_postprocess == "fork-demo"
+    with pytest.raises(ValueError, match="fill"):
+        DetectionsArgs(**kw, vg_postprocess="fork-demo", min_objects=3)
 
 
 def test_apply_deltas_matches_reference_and_anchors():

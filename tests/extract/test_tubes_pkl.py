@@ -94,7 +94,7 @@ def test_timestamps_round_trip():
 
 def test_tube_inputs_and_video_lookup(pkl, tmp_path):
     root = tmp_path / "ucf"
-    (root / "rgb-images" / "Biking" / "v_b_c01").mkdir(parents=True)
+    _frames(root / "rgb-images" / "Biking" / "v_b_c01", 6, (240, 320))  # frames 1..nframes at the resolution
     (root / "videos" / "Basketball").mkdir(parents=True)
     (root / "videos" / "Basketball" / "v_a_c01.avi").write_bytes(b"")
     found = find_tube_videos(root, TUBE_DATASETS["ucf24"], ["Biking/v_b_c01", "Basketball/v_a_c01", "x/y"])
@@ -138,3 +138,22 @@ def test_code_in_the_pickle_is_refused(tmp_path):
     p.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
     with pytest.raises(UnsafePickleError, match="os.system"):
         read_tube_pickle(p)
+
+
+def _frames(d, n, hw):
+    from PIL import Image
+
+    d.mkdir(parents=True)
+    for k in range(1, n + 1):
+        Image.fromarray(np.zeros((*hw, 3), np.uint8)).save(d / f"{k:05d}.jpg")
+
+
+@pytest.mark.parametrize("n, hw, message", [
+    (5, (240, 320), "has 5 frames, the GT pickle .* says 6"),  # the last frame missing
+    (6, (240, 300), "frames are 240x300 .height x width., the GT pickle .* says 240x320"),
+])
+def test_a_frame_folder_that_disagrees_with_the_pickle(pkl, tmp_path, n, hw, message):
+    root = tmp_path / "ucf"
+    _frames(root / "rgb-images" / "Biking" / "v_b_c01", n, hw)
+    with pytest.raises(TubeFormatError, match=r"rgb-images/Biking/v_b_c01: video Biking/v_b_c01 " + message):
+        tube_inputs("ucf24", str(pkl), "train1", str(root))

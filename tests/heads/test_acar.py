@@ -8,6 +8,7 @@ from torch.testing import assert_close
 from stagecache.heads import build_head
 from stagecache.heads.acar import HR2OBlock, RelationNetworkHR2O
 from tests.heads.relation_inputs import make_input, randomise, rows_of
+from tests.comparisons import assert_informative
 
 KW = dict(actor_dim=6, object_dim=5, num_classes=4, context_dim=5, reduce_dim=7, hidden_dim=8)
 
@@ -58,7 +59,9 @@ def test_hr2o_block_matches_reference():
     kf_q, kf_m = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 0, 2])
     allowed = lambda i, j: bool(kf_q[i] == kf_m[j])
     mask = kf_q[:, None] == kf_m[None, :]
-    assert_close(block(f, mem, mask), reference_hr2o(block, f, mem, allowed), rtol=1e-4, atol=1e-5)
+    want = reference_hr2o(block, f, mem, allowed)
+    assert_informative(want - f, "reference HR2O update (output minus its residual input)", min_len=2)
+    assert_close(block(f, mem, mask), want, rtol=1e-4, atol=1e-5)
     # Gradients too: the attention's backward runs through its own contiguous-gradient step.
     f, mem = f.requires_grad_(), mem.requires_grad_()
     g = torch.randn(4, 4, 3, 3)

@@ -4,6 +4,7 @@ from torch.testing import assert_close
 from stagecache.heads import build_head
 from tests.heads.relation_inputs import make_input, randomise, rows_of
 from tests.heads.test_sto import reference_nl
+from tests.comparisons import assert_informative
 
 # kf0 is the query (video 0, t=100); kf1 at 130 s is inside +-30 s, kf2 at 131 s is outside,
 # kf3 is another video at the same time.
@@ -56,7 +57,9 @@ def test_matches_reference_and_window_keyword():
     inside = lambda i, j: bool(vid[i] == vid[j]) and abs(float(t[i] - t[j])) <= 31.0
     for block in head.blocks:
         s = reference_nl(block, s, lt, inside)
+    assert_informative(s, "reference feature-bank operator output", min_len=2)
     expected = head.classifier(torch.cat((x.actor_feat, s), dim=1))
+    assert_informative(expected, "reference logits", min_len=2)
     assert_close(head(x), expected, rtol=1e-4, atol=1e-5)
 
 

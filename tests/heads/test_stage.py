@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from stagecache.heads import build_head
 from stagecache.heads.batch import HeadInput
 from stagecache.heads.stage import FEATURE_EPS, STAGEHead
+from tests.comparisons import assert_informative
 
 CA, CO, NC = 7, 5, 3  # actor dim, object dim, classes
 
@@ -152,7 +153,9 @@ def test_matches_loop_reference(kw):
     x = make_input(KFS)
     head = build(**kw)
     ref_kw = {k: v for k, v in kw.items() if k not in ("num_heads", "num_layers")}
-    assert_close(head(x), reference(head, x, **ref_kw))
+    want = reference(head, x, **ref_kw)
+    assert_informative(want, "loop-reference logits", min_len=2)
+    assert_close(head(x), want)
 
 
 @pytest.mark.parametrize("kw, head_width", [({}, 256), ({"num_heads": 4}, 128), ({"num_heads": 3}, 168),
@@ -168,6 +171,7 @@ def test_padded_widths_match_loop_reference(kw, head_width):
     x = make_input(KFS, **WIDE)
     ref_kw = {k: v for k, v in kw.items() if k != "num_heads"}
     out, want = head(x), reference(head, x, **ref_kw)
+    assert_informative(want, "loop-reference logits", min_len=2)
     assert_close(out, want)
     grads = torch.autograd.grad(out.square().sum(), list(head.parameters()))
     for p, g, w in zip(head.parameters(), grads, torch.autograd.grad(want.square().sum(), list(head.parameters()))):

@@ -5,6 +5,7 @@ from torch.testing import assert_close
 
 from stagecache.heads import build_head
 from tests.heads.relation_inputs import make_input, randomise, rows_of
+from tests.comparisons import assert_informative
 
 
 def reference_nl(block, s, lt, allowed):
@@ -41,6 +42,7 @@ def test_matches_reference_non_local():
     same = lambda i, j: bool(x.actor_kf[i] == x.actor_kf[j])
     for block in head.blocks:
         s = reference_nl(block, s, s, same)
+    assert_informative(s, "reference non-local output", min_len=2)
     expected = head.classifier(torch.cat((x.actor_feat, s), dim=1))
     assert_close(head(x), expected, rtol=1e-4, atol=1e-5)
 

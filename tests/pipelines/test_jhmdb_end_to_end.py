@@ -97,8 +97,28 @@ def test_softmax_heads_train_and_evaluate(extracted, tmp_path):
         "--split", "1", "--min-tube-length", "2", "--json", str(tmp_path / "eval.json")])
     assert r.exit_code == 0, r.output
     out = json.loads((tmp_path / "eval.json").read_text())
-    assert 0.0 <= out["mean"]["frame_mAP"] <= 1.0 and set(out["mean"]["video_mAP"]) == {"0.2", "0.5", "0.75"}
+    assert 0.0 <= out["mean"]["frame_mAP"] <= 1.0 and set(out["mean"]["video_mAP"]) == {"0.2", "0.5", "0.75", "0.5:0.95"}
     assert "frame-mAP@0.5" in r.output
+
+
+def test_the_runs_val_map_is_evaluate_datasets_frame_map(extracted, tmp_path):
+    pkl, stores = extracted
+    run = tmp_path / "run"
+    summary = train(TrainArgs(train_store=str(stores["train"]), val_store=str(stores["test"]), head="linear",
+                              out_dir=str(run), epochs=2, batch_size=8, lr=1e-3, loss="softmax", train_boxes="gt",
+                              val_boxes="gt", early_stop=100, seed=0, device="cpu", progress=False, tube_gt=str(pkl)))
+    r = CliRunner().invoke(load_command("evaluate"), [
+        "--dataset", "jhmdb", "--gt", str(pkl), "--pred", str(run / "val_predictions.csv"), "--split", "1",
+        "--json", str(tmp_path / "eval.json")])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "eval.json").read_text())["runs"][0]
+    per = json.loads((run / "per_class_ap.json").read_text())
+    assert summary["best_val_map"] == ev["frame_mAP"] == per["mAP"]
+    assert [per["per_class"][str(i + 1)] for i in range(len(ev["per_class_frame_AP"]))] == \
+        list(ev["per_class_frame_AP"].values())
+    assert "evaluate --dataset's frame-mAP" in summary["val_metric"]
+    plain = _train(stores["train"], stores["test"], tmp_path / "plain", "linear", epochs=1).parent
+    assert "give --tube-gt" in json.loads((plain / "summary.json").read_text())["val_metric"]
 
 
 def test_bad_tube_inputs_are_one_error_line(extracted, tmp_path):

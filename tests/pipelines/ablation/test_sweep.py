@@ -14,23 +14,11 @@ import yaml
 from click.testing import CliRunner
 
 from stagecache.heads import HEADS
-from stagecache.pipelines.ablation import sweep as ablate_mod
+from stagecache.pipelines.ablation import jobs as ablate_mod  # where a run calls train
 from stagecache.pipelines.ablation.sweep import AblateArgs, ablate, plan_runs, store_levels
 from stagecache.pipelines.ablation.spec import load_spec, parse_spec, presets
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    from stagecache.extract.synthetic import make_feature_store
-
-    d = tmp_path_factory.mktemp("stores")
-    tr = make_feature_store(d / "train.zarr", split="train", seed=0, n_videos=2, keyframes_per_video=4,
-                            actor_dim=16, object_dim=8)
-    va = make_feature_store(d / "val.zarr", split="val", seed=1, n_videos=1, keyframes_per_video=4,
-                            actor_dim=16, object_dim=8)
-    return str(tr), str(va)
 
 
 SPEC = {

@@ -137,3 +137,17 @@ def test_multi_chunk_file_equals_the_reference(tmp_path, layout):
     aps, m = ref.official_or_pyslowfast(list(rows(gt, 8)), rows(pred, 8), ids, cap=50)
     assert m == res.map
     assert all(aps[c] == res.per_class[c] or (aps[c] != aps[c] and res.per_class[c] != res.per_class[c]) for c in ids)
+
+
+@pytest.mark.parametrize("protocol", ["official", "pyslowfast", "mmaction2"])
+def test_a_video_id_with_spaces_is_another_video(tmp_path, protocol):
+    # the three references key keyframes by the id as written: " v1" is not "v1" (AP 0, not 1)
+    gt = write(tmp_path, "gt.csv", "v1,0902,0.1,0.1,0.5,0.5,1\n")
+    pred = write(tmp_path, "p.csv", "v2,0902,0.1,0.1,0.5,0.5,1,0.5\n v1,0902,0.1,0.1,0.5,0.5,1,0.9\n")
+    with pytest.warns(UserWarning, match=r"1 row\(s\) have spaces around the video id \(first: .*p.csv:2\)"):
+        r = evaluate_files(gt, pred, protocol=protocol)
+    # MMAction2 drops detections on keyframes without GT: the class has none left, and is not reported
+    assert r.per_class[1] == 0.0 if protocol != "mmaction2" else r.per_class[1] != r.per_class[1]
+    both = write(tmp_path, "gt2.csv", " v1,0902,0.1,0.1,0.5,0.5,1\n")  # spaced in both files: one video
+    with pytest.warns(UserWarning, match="2 row"):
+        assert evaluate_files(both, pred, protocol=protocol).per_class[1] == 1.0

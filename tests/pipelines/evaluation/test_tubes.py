@@ -1,15 +1,27 @@
 """pipelines/evaluation/tubes.py on hand-computed cases (the ACT / MOC protocol's arithmetic, worked by hand)."""
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from stagecache.extract import ava_io
-from stagecache.extract.datasets.tubes_pkl import TubeGT, frame_timestamp
+from stagecache.extract.datasets.tubes_pkl import TubeFormatError, TubeGT, frame_timestamp
 from stagecache.extract.synthetic.tubes import write_py2_pickle
-from stagecache.pipelines.evaluation.tubes import (
-    TubeEvalArgs, TubeEvalError, average_precision, evaluate_split, iou_px, link_tubes, run_tube_eval, soft_nms,
-    tube_iou,
-)
+from stagecache.pipelines.evaluation.tubes import TubeEvalArgs, TubeEvalError, evaluate_split, run_tube_eval
+from stagecache.pipelines.evaluation.tubes_link import TUBE_PROTOCOLS, link_video_class
+from stagecache.pipelines.evaluation.tubes_ops import iou2d as iou_px, iou3dt as tube_iou, link_candidates, pr_to_ap
+
+MOC = TUBE_PROTOCOLS["moc"]
+
+
+def average_precision(is_tp, n_gt):
+    return pr_to_ap(is_tp, n_gt)
+
+
+def link_tubes(frames, boxes, scores, *, min_length, stride=1, nframes=None):
+    d = {int(f): (np.asarray(b, np.float32), np.asarray(s, np.float32)) for f, b, s in zip(frames, boxes, scores)}
+    return link_video_class(d, nframes or int(max(frames)), MOC, stride=stride, min_length=min_length)
 
 H, W = 100, 200  # every video's (height, width)
 P = [10, 10, 29, 29]  # 20 x 20 pixel boxes (+1 convention)
@@ -101,8 +113,8 @@ def test_spatio_temporal_iou_by_hand():
 
 def test_soft_nms_rescores_overlaps():
     boxes = np.array([[0, 0, 9, 9], [0, 0, 9, 8], [50, 50, 59, 59]], np.float64)  # IoU(0, 1) = 0.9
-    b, s = soft_nms(boxes, np.array([0.9, 0.8, 0.5]), 0.6, top_k=10)
-    assert s.tolist() == pytest.approx([0.9, 0.5, 0.8 * (1 - 0.9)])
+    b, s = link_candidates(boxes.astype(np.float32), np.array([0.9, 0.8, 0.5], np.float32), "soft", 0.6, 10)
+    assert s.tolist() == pytest.approx([0.9, 0.5, 0.8 * (1 - 0.9)], rel=1e-6)
     assert b[2].tolist() == [0, 0, 9, 8]
 
 
@@ -121,17 +133,17 @@ def test_linking_known_answer():
         boxes.append(np.array(bx, np.float64))
         scores.append(np.array(sc))
     tubes = link_tubes(frames, boxes, scores, min_length=1)
-    spans = sorted((int(t[0, 0]), int(t[-1, 0]), round(s, 6)) for t, s in tubes)
+    spans = sorted((int(t[0, 0]), int(t[-1, 0]), round(float(s), 6)) for t, s in tubes)
     assert spans == [(1, 3, 0.9), (1, 6, 0.6), (3, 3, 0.3), (4, 6, 0.9)]
     b_tube = next(t for t, s in tubes if t[0, 0] == 1 and t[-1, 0] == 6)
-    assert (b_tube[:, 1:] == np.array(b)).all()
+    assert (b_tube[:, 1:5] == np.array(b)).all()
     assert sorted((int(t[0, 0]), int(t[-1, 0])) for t, _ in link_tubes(frames, boxes, scores, min_length=3)) == \
         [(1, 3), (1, 6), (4, 6)]
-    # keyframes every 2 frames: a linked tube is interpolated between its keyframes
+    # keyframes every 2 frames: a keyframe's box holds over its 2 frames (a K = 2 tubelet)
     t2 = link_tubes(np.array([1, 3]), [np.array([[0, 0, 19, 19.0]]), np.array([[4, 0, 23, 19.0]])],
-                    [np.array([0.5]), np.array([0.7])], min_length=1)
+                    [np.array([0.5]), np.array([0.7])], min_length=1, stride=2, nframes=4)
     assert len(t2) == 1 and t2[0][1] == pytest.approx(0.6)
-    assert t2[0][0].tolist() == [[1, 0, 0, 19, 19], [2, 2, 0, 21, 19], [3, 4, 0, 23, 19]]
+    assert t2[0][0][:, :5].tolist() == [[1, 0, 0, 19, 19], [2, 0, 0, 19, 19], [3, 4, 0, 23, 19], [4, 4, 0, 23, 19]]
 
 
 def _three_split_pickle(path):
@@ -167,3 +179,53 @@ def test_mean_over_three_splits_and_the_command(tmp_path):
         run_tube_eval(TubeEvalArgs("jhmdb", str(gt_path), [paths[0]], [2]), echo=lambda s: None)
     with pytest.raises(ValueError, match="one split per predictions file"):
         TubeEvalArgs("jhmdb", str(gt_path), paths, [1])
+
+
+def test_a_tube_broken_by_an_empty_frame():
+    # GT 1-10; detections at 1-4 (.9) and 6-10 (.8), frame 5 has no row at all: the walk visits
+    # frame 5, the tube finds no match there and ends (MOC); 1-4 (ST-IoU .4) and 6-10 (.5) remain.
+    gt = make_gt({"jump/v1": [(0, tube(range(1, 11), P))]}, [["jump/v1"]], labels=("jump",))
+    rows = [("jump/v1", f, P, 0, 0.9) for f in range(1, 5)] + [("jump/v1", f, P, 0, 0.8) for f in range(6, 11)]
+    r = evaluate_split(gt, 1, preds(rows), fps=30.0, min_tube_length=1)
+    spans = sorted((int(t[0, 0]), int(t[-1, 0])) for t, _ in r.tubes[("jump/v1", 0)])
+    assert spans == [(1, 4), (6, 10)]
+    assert r.video_ap[0.2][0] == pytest.approx(1.0)  # 1-4 TP, 6-10 FP (GT taken)
+    assert r.video_ap[0.5][0] == pytest.approx(0.25)  # 1-4 FP (.4), 6-10 TP (.5): (0, 0), (.5, 1)
+    # ACT keeps a tube alive 5 frames: one tube 1-10 whose frame 5 has no box (0 / 0 in the reference)
+    a = evaluate_split(gt, 1, preds(rows), fps=30.0, min_tube_length=1, protocol="act")
+    [(t, _)] = a.tubes[("jump/v1", 0)]
+    assert len(t) == 10 and np.isnan(t[4, 1:5]).all()
+
+
+@pytest.mark.parametrize("protocol", ["moc", "act"])
+def test_duplicates_only_the_frame_nms_removes(protocol):
+    gt = make_gt({"jump/v1": [(0, tube([1, 2], P))]}, [["jump/v1"]], labels=("jump",))
+    rows = [("jump/v1", 1, P, 0, 0.9), ("jump/v1", 1, P, 0, 0.8), ("jump/v1", 2, P, 0, 0.5)]
+    r = evaluate_split(gt, 1, preds(rows), fps=30.0, min_tube_length=1, protocol=protocol)
+    # without the NMS: TP, FP (the duplicate), TP -> .7917; with it the duplicate scores 0 (MOC) or is gone (ACT)
+    assert r.frame_ap[0] == pytest.approx(1.0)
+
+
+def test_a_jhmdb_pickle_refused_as_ucf24_and_the_command_options(tmp_path):
+    gt_path = tmp_path / "JHMDB-GT.pkl"
+    _three_split_pickle(gt_path)
+    p = tmp_path / "split1.csv"
+    ava_io.write_predictions(p, preds([("jump/v0", f, P, 0, 0.9) for f in range(1, 7)]))
+    with pytest.raises(TubeFormatError, match=r"JHMDB-GT.pkl: has 3 split\(s\), like a jhmdb pickle; --dataset ucf24"):
+        run_tube_eval(TubeEvalArgs("ucf24", str(gt_path), [str(p)], [1]), echo=lambda s: None)
+    from stagecache.pipelines.commands.evaluate import evaluate_cli
+
+    out = tmp_path / "tubes.json"
+    res = CliRunner().invoke(evaluate_cli, ["--dataset", "jhmdb", "--gt", str(gt_path), "--pred", str(p),
+                                            "--min-tube-length", "1", "--video-iou", "0.3,0.6", "--protocol", "act",
+                                            "--tubes-out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "protocol act" in res.output and "video-mAP@0.3 100.00  video-mAP@0.6 100.00" in res.output
+    assert "video-mAP@0.5:0.95 100.00" in res.output and "  jump " in res.output  # the per-class table
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "stagecache-tubes/1" and doc["labels"] == ["jump", "run"]
+    [t] = doc["runs"][0]["tubes"]
+    assert t["video"] == "jump/v0" and t["label"] == 0 and len(t["boxes"]) == 6 and t["boxes"][0][:5] == [1, *P]
+    bad = CliRunner().invoke(evaluate_cli, ["--dataset", "jhmdb", "--gt", str(gt_path), "--pred", str(p),
+                                            "--protocol", "official"])
+    assert bad.exit_code != 0 and "not one for --dataset jhmdb" in bad.output
