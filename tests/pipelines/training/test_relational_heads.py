@@ -57,6 +57,9 @@ from tests.pipelines.training.relational_helpers import relational_stores, train
 
 torch.set_num_threads(1)
 
+# Trains every relation head twice on the relational worlds: ~6 min of the suite on two cores.
+pytestmark = pytest.mark.slow
+
 SEEDS = (0, 1)
 SMALL_TRANSFORMER = {"d_model": 64, "nhead": 4, "dim_feedforward": 128}
 ACAR_LOC = {"reduce_dim": 64, "hidden_dim": 64, "location": True, "relative_location": True,
