@@ -25,8 +25,9 @@ def read_annotations(path, label_map: LabelMap | None = None) -> Annotations:
 
 
 def read_annotations_table(path) -> CsvTable:
-    """GT rows as parsed (float64, unclipped: what the evaluators compare), validated as `read_annotations`."""
-    t = load_csv(path, (7, 8), BOX_NAMES + ("action_id", "person_id"))
+    """GT rows as parsed (float64, unclipped, video ids as written: what the evaluators compare),
+    validated as `read_annotations`."""
+    t = load_csv(path, (7, 8), BOX_NAMES + ("action_id", "person_id"), strip_ids=False)
     check_values(t, BOX_NAMES + ("action_id", "person_id"), boxes=True)
     t.int_col(6, "action_id")
     return t

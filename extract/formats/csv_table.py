@@ -250,11 +250,12 @@ def read_rows(path, ncols: Iterable[int], delimiter: str = ",", names: tuple[str
     return rows, lines
 
 
-def _from_rows(path, rows, lines, k: int) -> CsvTable:
+def _from_rows(path, rows, lines, k: int, strip_ids: bool = True) -> CsvTable:
     num = np.full((len(rows), k - 1), np.nan)
     for r, row in enumerate(rows):
         num[r, :len(row) - 1] = [float(x) for x in row[1:]]
-    names, codes = np.unique(np.array([r[0].strip() for r in rows], dtype=str), return_inverse=True) if rows else (
+    names, codes = np.unique(np.array([r[0].strip() if strip_ids else r[0] for r in rows], dtype=str),
+                             return_inverse=True) if rows else (
         np.zeros(0, str), np.zeros(0, np.int64))
     return CsvTable.from_arrays(path, codes.ravel().astype(np.int64), names, [num[:, j].copy() for j in range(k - 1)],
                                 np.array([len(r) for r in rows], np.int64), lines, 0)
@@ -280,8 +281,11 @@ def _arrow_read(path, skip: int, n: int, int_cols: tuple[int, ...], pool):
 
 
 def load_csv(path, ncols: tuple[int, ...], names: tuple[str, ...], one_count: bool = False,
-             int_cols: tuple[int, ...] = ()) -> CsvTable:
+             int_cols: tuple[int, ...] = (), strip_ids: bool = True) -> CsvTable:
     """Parse `path` (columns: 1 text + numbers; allowed column counts `ncols`).
+
+    `strip_ids`: spaces around a video id are dropped (` v1` is `v1`); False keeps the id as written,
+    as the reference AVA evaluators key keyframes.
 
     `int_cols`: columns parsed as int32 when every one of their fields is an integer (then
     `int_col` has nothing to check); a file where one is not (`3.0`, `1e3`) is parsed as floats.
@@ -311,13 +315,14 @@ def load_csv(path, ncols: tuple[int, ...], names: tuple[str, ...], one_count: bo
             table = None
     if table is None:
         rows, lines = read_rows(path, ncols, names=names, one_count=one_count)
-        return _from_rows(path, rows, lines, k)
+        return _from_rows(path, rows, lines, k, strip_ids)
     n, n_cols, columns = table.num_rows, table.num_columns, table.columns
     del table
     enc = columns[0].unify_dictionaries(memory_pool=pool)  # per-chunk dictionaries -> one shared dictionary
     words = enc.chunk(0).dictionary.to_pylist() if enc.num_chunks else []
     # strip the (few) distinct ids, then one sorted vocabulary independent of the file's row order
-    vocab, remap = np.unique(np.char.strip(np.asarray(words, dtype=str)), return_inverse=True)
+    ids = np.asarray(words, dtype=str)
+    vocab, remap = np.unique(np.char.strip(ids) if strip_ids else ids, return_inverse=True)
     remap = remap.ravel().astype(np.int32)
     identity = bool(np.array_equal(remap, np.arange(remap.size)))  # ids first seen in sorted order: no remap
     code_parts = [c.indices.to_numpy() if identity else remap[c.indices.to_numpy()] for c in enc.chunks]

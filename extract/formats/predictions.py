@@ -44,8 +44,8 @@ def write_predictions(path, preds: Predictions) -> None:
 
 
 def read_predictions_table(path) -> CsvTable:
-    """Prediction rows as parsed (float64, unclipped), validated as `read_predictions`."""
-    t = load_csv(path, (8,), BOX_NAMES + ("action_id", "score"), int_cols=(6,))
+    """Prediction rows as parsed (float64, unclipped, video ids as written), validated as `read_predictions`."""
+    t = load_csv(path, (8,), BOX_NAMES + ("action_id", "score"), int_cols=(6,), strip_ids=False)
     check_values(t, BOX_NAMES + ("action_id", "score"), boxes=False)
     refuse_gt_as_predictions(t)
     if not t.is_int(6):  # parsed as floats ("3.0"): checked (and converted once) here

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from stagecache.core.atomic import atomic_open, atomic_path
@@ -21,6 +20,7 @@ from stagecache.extract import ava_io
 from stagecache.core.errors import UserError
 from stagecache.core.safe_pickle import torch_load
 from stagecache.heads import build_head
+from stagecache.pipelines.training.run_eval import det_predictions
 from stagecache.pipelines.training.tensorboard import RunBoard
 
 
@@ -49,18 +49,7 @@ def atomic_save(obj, path: Path) -> None:
 
 def write_predictions_csv(path: Path, det: dict, tables) -> None:
     """AVA predictions CSV of flattened detections (run_eval.detections) of a split's `tables`."""
-    kf = det["kf"]
-    videos = np.asarray(tables.video_names, dtype=object)[tables.kf_video.numpy()[kf]]
-    ava_io.write_predictions(
-        path,
-        ava_io.Predictions(
-            video=videos,
-            timestamp=tables.kf_time.numpy()[kf],
-            box=det["box"].astype(np.float32),
-            action=det["class"].astype(np.int64),
-            score=det["score"].astype(np.float32),
-        ),
-    )
+    ava_io.write_predictions(path, det_predictions(det, tables))
 
 
 class RunDir:

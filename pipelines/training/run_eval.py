@@ -54,6 +54,19 @@ def detections(split: SplitContext, rows: torch.Tensor, score: np.ndarray, class
     }
 
 
+def det_predictions(det: dict, tables) -> ava_io.Predictions:
+    """Flattened detections (`detections`) of a split's `tables` as AVA prediction rows, float32 boxes
+    and scores: what a predictions CSV holds and reads back."""
+    kf = det["kf"]
+    return ava_io.Predictions(
+        video=np.asarray(tables.video_names, dtype=object)[tables.kf_video.numpy()[kf]],
+        timestamp=tables.kf_time.numpy()[kf],
+        box=det["box"].astype(np.float32),
+        action=det["class"].astype(np.int64),
+        score=det["score"].astype(np.float32),
+    )
+
+
 def default_eval_ids(label_ids: list[int]) -> list[int]:
     """AVA trains on 80 classes and reports the 60 of the ActivityNet list; other maps: all classes."""
     ava60 = ava_io.read_label_map(DEFAULT_LABEL_MAP).ids
@@ -165,13 +178,10 @@ def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext)
 
 
 def tube_result(ev: EvalContext, tables, det: dict) -> EvalResult:
-    """evaluate --dataset's per-class frame AP of the rows `write_predictions_csv` writes (float32
-    boxes and scores: the CSV reads back to the same values)."""
+    """evaluate --dataset's per-class frame AP of the rows `write_predictions_csv` writes
+    (`det_predictions`: the CSV reads back to the same values)."""
     t = ev.tube
-    videos = np.asarray(tables.video_names, dtype=object)[tables.kf_video.numpy()[det["kf"]]]
-    pred = ava_io.Predictions(video=videos, timestamp=tables.kf_time.numpy()[det["kf"]],
-                              box=det["box"].astype(np.float32), action=det["class"].astype(np.int64),
-                              score=det["score"].astype(np.float32))
+    pred = det_predictions(det, tables)
     ap = tube_frame_map(t.gt, t.split, pred, fps=t.fps, source="val predictions", protocol=t.protocol,
                         frame_stride=t.frame_stride)
     per = {i: float(ap[i - 1]) for i in ev.eval_ids}
