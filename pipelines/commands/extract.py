@@ -12,7 +12,7 @@ import click
 
 from stagecache.core.errors import UserError
 from stagecache.extract.tracking import TracksArgs
-from stagecache.pipelines.launch.extract_array import ExtractFeaturesArgs
+from stagecache.pipelines.launch.extract_array import ExtractFeaturesArgs, launch_extract
 from stagecache.pipelines.commands.options import Command, dataclass_options
 
 
@@ -33,8 +33,6 @@ def features_cmd(**kw):
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     if args.executor != "inline":
-        from stagecache.pipelines.launch.extract_array import launch_extract
-
         result = launch_extract(args, echo=click.echo)
         if result.get("failed_tasks") or (result.get("summary") or {}).get("failed"):
             raise SystemExit(1)

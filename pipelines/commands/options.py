@@ -82,7 +82,7 @@ class Command(click.Command):
         for p in self.get_params(ctx):
             rec = p.get_help_record(ctx)
             if rec is not None:
-                sections.setdefault(getattr(p, "group", None) or "Options", []).append(rec)
+                sections.setdefault((p.group if isinstance(p, Option) else None) or "Options", []).append(rec)
         # One column width for every section (click sizes each list by its own names; 30: click's cap).
         width = min(max((len(name) for rows in sections.values() for name, _ in rows), default=0), 30)
         for title, rows in sections.items():
