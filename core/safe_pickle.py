@@ -137,7 +137,10 @@ def _numpy_globals() -> list:
     return [multiarray._reconstruct, multiarray.scalar, numeric._frombuffer, np.ndarray, np.dtype, *dtypes]
 
 
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# torch's wordings of a refused global: "Unsupported global: GLOBAL tp.Foo was not an allowed global
+# by default" (a class), and since torch 2.6 also "Trying to load unsupported GLOBAL posix.system whose
+# module posix is blocked" (a function of a blocked module, e.g. os.system); both in torch 2.14.
+_REFUSED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")
 
 
 def _last_line(e: BaseException) -> str:

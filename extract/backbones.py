@@ -15,10 +15,8 @@ key checking against the published layout; only the trunk runs at extraction tim
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-import torch
 import torch.nn as nn
 
 from pytorchvideo.models.csn import create_csn
@@ -28,116 +26,9 @@ from pytorchvideo.models.slowfast import create_slowfast, create_slowfast_with_r
 from pytorchvideo.models.vision_transformers import create_multiscale_vision_transformers
 from pytorchvideo.models.x3d import create_x3d
 
-KINETICS_MEAN = (0.45, 0.45, 0.45)
-KINETICS_STD = (0.225, 0.225, 0.225)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Clip sampling of a backbone, in frames of a `fps` frame grid (AVA: 30 fps).
-
-    The slow (or only) pathway sees `frames` frames `rate` apart (the paper's T x tau); the fast
-    pathway of SlowFast sees `frames * alpha` frames `rate // alpha` apart. Frames are resized so
-    the short side is `short_side` (PySlowFast AVA test: full frame, short side 256, no crop), or
-    to `short_side` x `short_side` when `square` (models with fixed positional embeddings).
-    """
-
-    frames: int
-    rate: int
-    alpha: int = 1
-    fps: float = 30.0
-    short_side: int = 256
-    square: bool = False
-    mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
-
-    def __post_init__(self):
-        if self.frames < 1 or self.rate < 1 or self.alpha < 1:
-            raise ValueError(f"sampling frames/rate/alpha must be >= 1, got {self}")
-        if self.alpha > 1 and self.rate % self.alpha:
-            raise ValueError(f"sampling rate {self.rate} must be a multiple of alpha {self.alpha}")
-
-    @property
-    def read_frames(self) -> int:
-        """Frames decoded per clip (those of the fastest pathway)."""
-        return self.frames * self.alpha
-
-    @property
-    def read_rate(self) -> int:
-        return self.rate // self.alpha
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-
-class VideoBackbone(nn.Module):
-    """The one wrapper contract. Subclasses implement `_trunk(inputs) -> list of maps`."""
-
-    def __init__(self, *, name: str, net: nn.Module, sampling: Sampling, stride: int,
-                 config: dict[str, Any]):
-        super().__init__()
-        self.name = name
-        self.net = net
-        self.sampling = sampling
-        self.stride = stride
-        self.config = config  # constructor arguments that change the architecture (store attrs)
-        self.channels: list[int] = []  # filled by subclasses
-        self.net.eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    @property
-    def num_pathways(self) -> int:
-        return 2 if self.sampling.alpha > 1 else 1
-
-    @property
-    def out_channels(self) -> int:
-        """Width of the pooled feature (pathways concatenated)."""
-        return sum(self.channels)
-
-    def pack(self, clips: torch.Tensor) -> list[torch.Tensor]:
-        """(B, T_read, H, W, 3) uint8 -> list of normalised (B, 3, T_p, H, W) float pathways.
-
-        The slow pathway picks `frames` of the fast clip with PySlowFast's
-        `linspace(0, T_fast - 1, T_fast // alpha)` index, so frames match PySlowFast exactly.
-        """
-        s = self.sampling
-        if clips.ndim != 5 or clips.shape[-1] != 3:
-            raise ValueError(f"clips must be (B, T, H, W, 3), got {tuple(clips.shape)}")
-        if clips.shape[1] != s.read_frames:
-            raise ValueError(f"{self.name} expects {s.read_frames} frames per clip, got {clips.shape[1]}")
-        x = clips.permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, 3, T, H, W)
-        mean = torch.tensor(s.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
-        std = torch.tensor(s.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
-        x = (x - mean) / std
-        if s.alpha == 1:
-            return [x]
-        idx = torch.linspace(0, x.shape[2] - 1, x.shape[2] // s.alpha, device=x.device).long()
-        return [x.index_select(2, idx), x]
-
-    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        if len(inputs) != self.num_pathways:
-            raise ValueError(f"{self.name} takes {self.num_pathways} pathway(s), got {len(inputs)}")
-        return self._trunk(list(inputs))
-
-    def _trunk(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        raise NotImplementedError
-
-    def metadata(self) -> dict[str, Any]:
-        return {"backbone": self.name, "channels": list(self.channels), "stride": self.stride,
-                "sampling": self.sampling.to_dict(), "config": _jsonable(self.config)}
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (int, float, str, bool)) or v is None:
-        return v
-    return getattr(v, "__name__", repr(v))
+# the contract lives in backbone_base (extract/vit/ builds on it too); imported from here as before
+from stagecache.extract.backbone_base import Sampling, VideoBackbone, sampling_with_overrides as _sampling
+from stagecache.extract.vit import VIT_BACKBONES
 
 
 def _last_norm_width(module: nn.Module) -> int:
@@ -201,18 +92,6 @@ class MViTBackbone(VideoBackbone):
 # Each factory: (*, res5_dilation: bool = False, **constructor_overrides) -> VideoBackbone.
 # Overrides go straight to the pytorchvideo constructor (tests use tiny widths/depths through
 # them); `sampling_overrides` replaces fields of the published sampling (tests: tiny frames).
-
-def _sampling(default: Sampling, overrides: dict | None) -> Sampling:
-    if not overrides:
-        return default
-    d = asdict(default)
-    unknown = set(overrides) - set(d)
-    if unknown:
-        raise ValueError(f"unknown sampling fields {sorted(unknown)}; valid: {sorted(d)}")
-    d.update(overrides)
-    d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-    return Sampling(**d)
-
 
 def _slowfast_factory(name: str, defaults: dict, sampling: Sampling, detection: bool = False):
     def factory(*, res5_dilation: bool | None = None, sampling_overrides: dict | None = None,
@@ -338,10 +217,36 @@ BACKBONES: dict[str, Callable[..., VideoBackbone]] = {
     "mvit_b": _mvit_factory("mvit_b", _MVIT_CFG,
                             Sampling(frames=16, rate=4, short_side=224, square=True)),
 }
+# The video transformers (extract/vit/: transformers' VideoMAEModel / VJEPA2Model, imported on build).
+BACKBONES.update(VIT_BACKBONES)
 # Family names as users type them (`extract features --backbone slowfast`): the usual variant.
 for _alias, _name in {"slowfast": "slowfast_r50", "slow": "slow_r50", "i3d": "i3d_r50", "x3d": "x3d_m",
                       "csn": "csn_r101", "mvit": "mvit_b"}.items():
     BACKBONES[_alias] = BACKBONES[_name]
+
+
+def backbone_keywords(name: str) -> frozenset[str] | None:
+    """The keywords `--backbone-args` may give backbone `name`: its factory's own and those of the
+    pytorchvideo builder it passes the others to; None where they cannot be read (the build then says)."""
+    import inspect
+
+    factory = BACKBONES[name]
+    params = inspect.signature(factory).parameters.values()
+    out = {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"sampling_overrides"}
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        return frozenset(out)
+    try:
+        refs = inspect.getclosurevars(factory)
+    except TypeError:
+        return None
+    builders = [f for f in (*refs.nonlocals.values(), *refs.globals.values())
+                if callable(f) and str(getattr(f, "__module__", "")).startswith("pytorchvideo.")]
+    if not builders:
+        return None
+    for b in builders:
+        out |= {p.name for p in inspect.signature(b).parameters.values()
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return frozenset(out)
 
 
 def build_backbone(name: str, **kwargs) -> VideoBackbone:

@@ -223,16 +223,10 @@ def read_checkpoint(path: str | Path, net: nn.Module, *,
     return state, "pytorchvideo"
 
 
-def load_checkpoint(net: nn.Module, path: str | Path, *, allow_partial: bool = False,
-                    trust_pickle: bool = False) -> LoadReport:
-    """Load `path` into `net`. Missing/unexpected/mismatched keys raise CheckpointError unless
-    `allow_partial` (then the matching keys are loaded and the report lists the rest).
-    `trust_pickle`: see `read_checkpoint`."""
-    state, fmt = read_checkpoint(path, net, trust_pickle=trust_pickle)
-    own = net.state_dict()
-    report = LoadReport(path=str(path), format=fmt)
-    # BN step counters do not affect inference and Caffe2 files never have them
-    report.missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+def match_state(state: dict, own: dict, report: LoadReport, optional=lambda k: False) -> tuple[dict, LoadReport]:
+    """The tensors of `state` that fit the module's `own` state (cast to its dtypes), and `report`
+    filled with the keys missing (but those `optional`), unexpected and of another shape."""
+    report.missing = sorted(k for k in own if k not in state and not optional(k))
     report.unexpected = sorted(k for k in state if k not in own)
     good = {}
     for k, v in state.items():
@@ -241,6 +235,18 @@ def load_checkpoint(net: nn.Module, path: str | Path, *, allow_partial: bool = F
                 report.mismatched.append(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}")
             else:
                 good[k] = v.to(own[k].dtype)
+    return good, report
+
+
+def load_checkpoint(net: nn.Module, path: str | Path, *, allow_partial: bool = False,
+                    trust_pickle: bool = False) -> LoadReport:
+    """Load `path` into `net`. Missing/unexpected/mismatched keys raise CheckpointError unless
+    `allow_partial` (then the matching keys are loaded and the report lists the rest).
+    `trust_pickle`: see `read_checkpoint`."""
+    state, fmt = read_checkpoint(path, net, trust_pickle=trust_pickle)
+    # BN step counters do not affect inference and Caffe2 files never have them
+    good, report = match_state(state, net.state_dict(), LoadReport(path=str(path), format=fmt),
+                               optional=lambda k: k.endswith("num_batches_tracked"))
     if not report.complete and not allow_partial:
         raise CheckpointError("checkpoint does not match the backbone (use --allow-partial-checkpoint "
                               "to load the matching keys anyway): " + report.describe())

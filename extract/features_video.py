@@ -14,6 +14,7 @@ from stagecache.extract.actors import KeyframeRows, RowBuilder
 from stagecache.extract.detectors.keyframes import frames_to_tensor, run_detectors
 from stagecache.extract.roi import pool_rois
 from stagecache.extract.store import LEVELS
+from stagecache.extract.vit.specs import layer_group
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Pooling:
     resolution: int  # RoI grid side
     aligned: bool  # RoIAlign's aligned=True (half-pixel offset)
     context_grid: int  # side of the keyframe context map
+    box_extend: tuple[float, float] | None = None  # the backbone's test-time box enlargement (roi.extend_rois)
+    layers: tuple[int, ...] = ()  # blocks whose pooled features go to groups <group>.l<n> (--layers)
 
 
 class Detect:
@@ -89,16 +92,17 @@ def process_unit(res, st, rows_v: KeyframeRows | None, keys_v, rows: RowBuilder,
     if need.any():
         x = torch.from_numpy(clips[need]).to(device, non_blocking=True)
         with torch.no_grad(), torch.autocast(device.type, enabled=autocast):
-            maps = bb(bb.pack(x))
+            maps, layer_maps = bb.forward_layers(bb.pack(x), pooling.layers) if pooling.layers else (bb(bb.pack(x)), {})
         kept = [b for b, n in zip(boxes, need) if n]
         bidx = np.concatenate([np.full(len(b), j) for j, b in enumerate(kept)] or [np.zeros(0, int)])
         allb = np.concatenate(kept or [np.zeros((0, 4), np.float32)])
+        tb, ti = torch.from_numpy(allb.astype(np.float32)).to(device), torch.from_numpy(bidx.astype(np.int64)).to(device)
+        kw = dict(input_size=tuple(x.shape[2:4]), stride=bb.stride, resolution=pooling.resolution,
+                  aligned=pooling.aligned, box_extend=pooling.box_extend)
         with torch.no_grad():
-            out = pool_rois(maps, torch.from_numpy(allb.astype(np.float32)).to(device),
-                            torch.from_numpy(bidx.astype(np.int64)).to(device),
-                            input_size=tuple(x.shape[2:4]), stride=bb.stride,
-                            resolution=pooling.resolution, aligned=pooling.aligned,
-                            levels=pooling.levels, context_grid=pooling.context_grid)
+            out = pool_rois(maps, tb, ti, levels=pooling.levels, context_grid=pooling.context_grid, **kw)
+            for n, lmaps in layer_maps.items():  # block n: pooled the same way, under "l<n>"
+                out[f"l{n}"] = pool_rois(lmaps, tb, ti, **kw)["pooled"]
         feats.update({k: t.float().cpu().numpy() for k, t in out.items()})
     feats["need"] = need
     st["feats"].append(feats)
@@ -117,12 +121,15 @@ def finish_video(v, st, rows_v, keys_v, rows: RowBuilder, writer, group, done_ba
         rows_v = rows_v.select(inside)
     n_a = int(rows_v.actor_counts.sum())
     pooled, extra = [], {lvl: [] for lvl in pooling.levels}
+    per_layer: dict[int, list] = {n: [] for n in pooling.layers}
     # features come in keyframe order (units are in order; within a unit boxes are in row order)
     for f in st["feats"]:
         if "pooled" in f:
             pooled.append(f["pooled"])
             for lvl in pooling.levels:
                 extra[lvl].append(f[lvl])
+            for n in pooling.layers:
+                per_layer[n].append(f[f"l{n}"])
     if not pooled:  # no keyframe of this video has a box: empty arrays of the right widths
         c, r, t = st["channels"], pooling.resolution, st["frames"]
         pooled = [np.zeros((0, c), np.float32)]
@@ -135,8 +142,11 @@ def finish_video(v, st, rows_v, keys_v, rows: RowBuilder, writer, group, done_ba
         if name in pooling.levels:
             arrays[level.array] = np.concatenate(extra[name]).astype(np.float16)
     groups = {} if v in done_base else {"base": rows_v.arrays}
-    if v not in done_group:
+    if v not in done_group:  # the layer groups are committed with their backbone group
         groups[group] = arrays
+        for n, parts in per_layer.items():
+            groups[layer_group(group, n)] = {"actor_pooled": np.concatenate(parts or [np.zeros((0, st["channels"]))])
+                                             .astype(np.float16)}
     writer.add_groups(v, timestamps=rows_v.timestamps, actor_counts=rows_v.actor_counts,
                       object_counts=rows_v.object_counts, groups=groups)
     summary["done"] += 1

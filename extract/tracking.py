@@ -15,10 +15,10 @@ arguments of `extract tracks`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from stagecache.core.boxes import box_iou
 from stagecache.core.timekeys import TIME_EPS
@@ -40,6 +40,10 @@ class TracksArgs:
         "help": "Track ground-truth rows and detector rows independently.", "option": "--separate-gt/--mixed"})
 
     def __post_init__(self):
+        if os.path.isfile(self.store):  # a CSV or JSON given for the store: say so, not NotADirectoryError
+            from stagecache.extract.store import StoreError  # here: --help imports this module
+
+            raise StoreError(f"{self.store}: a file, not a feature store (a store is a directory holding zarr.json)")
         if not 0 <= self.iou_threshold <= 1 or self.max_gap < 0:
             raise ValueError(f"iou_threshold must be in [0, 1] and max_gap >= 0, got {self.iou_threshold}, {self.max_gap}")
 
@@ -58,6 +62,8 @@ def track_boxes(kf_video, kf_time, actor_kf, actor_box, *, iou_threshold: float 
     actor_box (A, 4) normalised x1y1x2y2; actor_group (A,) optional: rows link only within a group.
     Ids are 0, 1, 2, ... in order of first appearance (video, time, row).
     """
+    from scipy.optimize import linear_sum_assignment  # here: `extract tracks --help` need not load scipy
+
     kf_video, kf_time = _numpy(kf_video).astype(np.int64), _numpy(kf_time).astype(np.float64)
     actor_kf, actor_box = _numpy(actor_kf).astype(np.int64), _numpy(actor_box).astype(np.float64)
     if not 0.0 <= iou_threshold <= 1.0:

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 _EPS = 1e-4
@@ -201,6 +199,9 @@ class FrameFolderReader:
             if int(i) not in cache:
                 cache[int(i)] = self._load(int(i))
         frames = [cache[int(i)] for i in idx]
+        import torch  # here, not with the module: the dataset readers and --help import this module (issue 32)
+        import torch.nn.functional as F
+
         x = torch.from_numpy(np.stack(frames))  # (T, h, w, 3)
         if tuple(x.shape[1:3]) != tuple(self.size):
             x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=self.size, mode="bilinear",

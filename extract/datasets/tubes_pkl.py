@@ -51,11 +51,15 @@ class TubeDatasetSpec:
     frame_dir: str  # folder of frame folders under the dataset root
     frame_name: str  # file name of frame k (1-based)
     splits: int
+    video_dirs: tuple[str, ...] = ("", "videos")  # folders under the root holding <video>.<ext> files
 
 
 TUBE_DATASETS: dict[str, TubeDatasetSpec] = {
     "jhmdb": TubeDatasetSpec("jhmdb", 30.0, "Frames", "{:05d}.png", 3),
     "ucf24": TubeDatasetSpec("ucf24", 25.0, "rgb-images", "{:05d}.jpg", 1),
+    # MultiSports (extract/datasets/multisports.py): the same pickle layout, videos as released
+    "multisports": TubeDatasetSpec("multisports", 25.0, "rawframes", "{:05d}.jpg", 1,
+                                   ("", "videos", "trainval", "test")),
 }
 
 
@@ -92,22 +96,23 @@ def _fail(path, msg: str):
     raise TubeFormatError(f"{path}: {msg}")
 
 
-def read_tube_pickle(path: str | Path, *, trust: bool = False) -> TubeGT:
-    """Read and validate a JHMDB-GT.pkl / UCF101v2-GT.pkl file."""
+def read_tube_pickle(path: str | Path, *, trust: bool = False, keep_dtype: bool = False) -> TubeGT:
+    """Read and validate a JHMDB-GT.pkl / UCF101v2-GT.pkl file. keep_dtype: float32 tubes stay
+    float32 (MultiSports' evaluator computes tube areas in the pickle's own type)."""
     path = str(path)
     d = load_pickle(path, trust=trust, encoding="latin1")
     if not isinstance(d, dict) or any(k not in d for k in KEYS):
         have = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
         _fail(path, f"not an ACT ground-truth pickle: need keys {list(KEYS)}, found {have}")
     try:
-        return _parse(path, d)
+        return _parse(path, d, keep_dtype)
     except TubeFormatError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:  # e.g. a list where a dict goes
         raise TubeFormatError(f"{path}: not an ACT ground-truth pickle ({type(e).__name__}: {e})") from None
 
 
-def _parse(path: str, d: dict) -> TubeGT:
+def _parse(path: str, d: dict, keep_dtype: bool = False) -> TubeGT:
     labels = [str(x) for x in d["labels"]]
     nframes = {str(v): int(n) for v, n in d["nframes"].items()}
     resolution = {}
@@ -125,7 +130,8 @@ def _parse(path: str, d: dict) -> TubeGT:
             if not 0 <= int(label) < len(labels):
                 _fail(path, f"video {v}: label index {label} outside 0..{len(labels) - 1}")
             for j, t in enumerate(by_label[label]):
-                t = np.asarray(t, dtype=np.float64)
+                t = np.asarray(t)
+                t = t if keep_dtype and t.dtype in (np.float32, np.float64) else t.astype(np.float64)
                 if t.ndim != 2 or t.shape[1] != 5 or len(t) == 0:
                     _fail(path, f"video {v}: tube {j} of label {label} must be a non-empty (n, 5) array, "
                                 f"got shape {t.shape}")
@@ -220,7 +226,7 @@ def find_tube_videos(root: str | Path, spec: TubeDatasetSpec, videos: list[str])
                 out[v] = (d, 0.0)
                 break
         else:
-            for base in (root, root / "videos"):
+            for base in (root / d for d in spec.video_dirs):
                 files = [base / f"{v}{ext}" for ext in VIDEO_EXTENSIONS if (base / f"{v}{ext}").is_file()]
                 if files:
                     out[v] = (files[0], 0.0)

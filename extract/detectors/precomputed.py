@@ -195,12 +195,15 @@ class BuaNpz:
             z = np.load(fp, allow_pickle=False)
             box = np.asarray(z["bbox"], np.float32).reshape(-1, 4)
             w, h = float(z["image_w"]), float(z["image_h"])
-        except (KeyError, ValueError, OSError) as e:
+        except (KeyError, ValueError, TypeError, OSError) as e:
             raise PrecomputedFormatError(f"{fp}: not a bottom-up-attention npz (needs bbox, image_w, image_h): {e}") from None
         n = box.shape[0]
         feat = None
         if "x" in z.files:
-            feat = np.asarray(z["x"], np.float32)
+            try:  # an object array (a pickle) here is refused by allow_pickle=False: never unpickled
+                feat = np.asarray(z["x"], np.float32)
+            except (ValueError, TypeError, OSError) as e:
+                raise PrecomputedFormatError(f"{fp}: array x is not numeric features ({e})") from None
             if feat.ndim != 2 or n not in feat.shape:
                 raise PrecomputedFormatError(f"{fp}: x has shape {feat.shape}, expected ({n}, D)")
             if feat.shape[0] != n:
@@ -209,7 +212,11 @@ class BuaNpz:
         if "info" in z.files:
             info = _npz_info(z, fp, self.trust_pickle)
             cls, conf = info.get("objects_id"), info.get("objects_conf")
-        return _record(box, w, h, cls, conf, feat)
+        try:
+            return _record(box, w, h, cls, conf, feat)
+        except (ValueError, TypeError) as e:  # info's objects_id / objects_conf not one number per box
+            raise PrecomputedFormatError(f"{fp}: info objects_id / objects_conf do not give one number per box "
+                                         f"({n} boxes): {e}") from None
 
 
 def open_precomputed_objects(path: str, trust_pickle: bool = False):

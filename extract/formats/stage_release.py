@@ -96,7 +96,14 @@ def _read_actor_datasets(f, where: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         # The official model averages I3D features over t, h, w (models/model.py); in float64 so
         # the order of the means does not matter.
         x = x.astype(np.float64).mean(axis=tuple(range(2, x.ndim)))
-    return b, x.astype(np.float32), y
+    x = x.astype(np.float32)
+    if x.size and not np.isfinite(x).all():  # a store must never hold them (verify would flag them later)
+        r = int(np.argmax(~np.isfinite(x).all(1)))
+        raise StageReleaseError(f"{where}: features hold NaN/Inf (first: actor row {r}); nothing of this video was "
+                                f"written (videos before it are committed: rerun after fixing the file resumes)")
+    if y.size and not np.isfinite(y).all():
+        raise StageReleaseError(f"{where}: labels hold NaN/Inf; nothing of this video was written")
+    return b, x, y
 
 
 def _parse_time(text: str, where: str) -> float:

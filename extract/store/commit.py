@@ -138,6 +138,21 @@ def remove_fragment(loc: Location, fid: str) -> None:
     loc.remove(f"{COMMITS}/{fid}.json")
 
 
+def drop_unit(loc: Location, c: "Commits", fid: str) -> list[str]:
+    """Remove a committed fragment together with the rest of its commit unit (a damaged fragment:
+    `cache verify --repair`, `cache compact`): every member's manifest first, then the data, so the
+    unit is invisible from the first removal on and a kill half-way leaves it invisible (the
+    leftover data is a cut-short unit, cleaned like one). Returns the fragment ids removed."""
+    m = c.manifests[fid]
+    members = [u for u in (m.get("unit") or [fid]) if u in c.manifests or u in c.dirs]
+    members = [fid] + sorted(u for u in members if u != fid)
+    for u in members:
+        loc.remove(f"{COMMITS}/{u}.json")
+    for u in members:
+        loc.remove(f"{FRAGMENTS}/{u}")
+    return members
+
+
 def clean_uncommitted(loc: Location, owned: Callable[[str], bool]) -> int:
     """Remove cut-short units, uncommitted data and manifests without data, of the fragments `owned`
     selects (those of a writer known to be dead, or the caller's own). Manifests of a cut-short unit

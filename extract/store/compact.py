@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagecache.extract.store.commit import Commits, clean_uncommitted, committed_ids, remove_fragment
-from stagecache.extract.store.io import COMMITS, FRAGMENTS, ArrayReader, Location, axis_of, new_fragment_id
+from stagecache.extract.store.commit import Commits, clean_uncommitted, committed_ids, drop_unit, remove_fragment
+from stagecache.extract.store.integrity import fragment_problems, open_array
+from stagecache.extract.store.io import COMMITS, FRAGMENTS, Location, axis_of, new_fragment_id
 from stagecache.extract.store.lock import StoreLock, lock_tag_of, try_lock
 from stagecache.extract.store.read import FeatureStore, _Frag
 from stagecache.extract.store.writer import commit_fragment
@@ -41,7 +42,7 @@ def _merge(st: FeatureStore, group: str, frags: list[_Frag]) -> tuple[list, dict
         cache: dict[str, np.ndarray] = {}
         for _, f, i in picks:
             if f.id not in cache:
-                z = ArrayReader(st.loc, f.id, n)
+                z = open_array(st.loc, f.man, n)
                 cache[f.id] = np.empty(z.shape, dtype=z.dtype)  # at most target_bytes per bin
                 z.read_into(0, z.shape[0], cache[f.id])
             off = f.off[axis_of(n)]
@@ -66,8 +67,8 @@ def compact(path: str, *, target_bytes: int = 1 << 30, stale_seconds: float = 36
 
 def _compact_locked(path, loc, target_bytes, stale_seconds, dry_run, log) -> dict:
 
-    report = {"merged": 0, "written": 0, "removed_superseded": 0, "removed_broken": 0, "removed_stale": 0,
-              "live_writers": []}
+    report = {"merged": 0, "written": 0, "removed_superseded": 0, "removed_broken": 0, "removed_damaged": 0,
+              "removed_stale": 0, "live_writers": []}
     # Leftovers first (a kill after an earlier merge's commit): a merged manifest is superseded in
     # this run only once nothing it supersedes is left on disk.
     c = Commits(loc)
@@ -82,7 +83,9 @@ def _compact_locked(path, loc, target_bytes, stale_seconds, dry_run, log) -> dic
         report["removed_broken"] += 1
         if not dry_run:
             loc.remove(f"{COMMITS}/{fid}.json")
+    report["removed_damaged"] = len(drop_damaged(loc, dry_run=dry_run, log=log))
     st = FeatureStore(path)
+    log(f"{path}: merging fragments of {len(st.fragments)} group(s) into fragments of about {target_bytes >> 20} MiB")
     for g, frags in sorted(st.fragments.items()):
         bins, cur, size = [], [], 0
         for f in frags:
@@ -110,6 +113,43 @@ def _compact_locked(path, loc, target_bytes, stale_seconds, dry_run, log) -> dic
                 remove_fragment(loc, f.id)
     _remove_uncommitted(loc, stale_seconds, dry_run, report, log)
     return report
+
+
+def drop_damaged(loc: Location, *, sums: bool = False, dry_run: bool = False, log=print) -> list[str]:
+    """Drop each visible fragment whose files are damaged (missing, resized, with `sums` a wrong
+    checksum, an array's zarr.json that disagrees with its manifest) with its whole commit unit
+    (commit.drop_unit), so a resumed extraction redoes just those videos. Returns the ids dropped.
+    The caller holds the compaction lock. An unreadable manifest is removed: its data is then
+    uncommitted and the rest of its unit invisible (a cut-short unit, cleaned like one)."""
+    dropped: list[str] = []
+    for name in loc.listdir(COMMITS):
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        try:
+            m = loc.read_json(f"{COMMITS}/{name}")
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            m = None
+        if not isinstance(m, dict) or not isinstance(m.get("fragment"), str):
+            log(f"{loc.display}: {COMMITS}/{name} is not a readable manifest: {'would remove' if dry_run else 'removed'} "
+                f"it (its videos are no longer committed; rerun the extraction to redo them)")
+            dropped.append(name[:-5])
+            if not dry_run:
+                loc.remove(f"{COMMITS}/{name}")
+    c = Commits(loc)
+    for m in c.visible():
+        fid = m["fragment"]
+        if fid in dropped:
+            continue
+        bad = fragment_problems(loc, m, sums=sums)
+        if not bad:
+            continue
+        unit = [u for u in (m.get("unit") or [fid]) if u in c.manifests or u in c.dirs]
+        log(f"{bad[0]}: {'would drop' if dry_run else 'dropped'} its commit unit {unit} "
+            f"({len(m['videos'])} video(s), first {m['videos'][:3]}); rerun the extraction to redo them")
+        dropped += unit if dry_run else drop_unit(loc, c, fid)
+    return dropped
 
 
 def _remove_uncommitted(loc, stale_seconds, dry_run, report, log) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from stagecache.core.atomic import atomic_write_bytes
+from stagecache.core.atomic import DiskFullError, atomic_write_bytes, disk_full_guard
 
 SCHEMA_VERSION = 1
 
@@ -55,13 +55,26 @@ def axis_of(name: str) -> str:
     raise StoreError(f"array name {name!r} must start with one of {', '.join(AXES)} (its row axis)")
 
 
+def read_json_checked(loc: "Location", sub: str, what: str, missing: str | None = None) -> dict:
+    """A JSON object the store needs; a damaged one is a StoreError naming the store and the file
+    (a missing one too when `missing` is its message; else FileNotFoundError propagates)."""
+    try:
+        obj = loc.read_json(sub)
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        raise StoreError(missing) from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise StoreError(f"{loc.display}: {sub} ({what}) is not valid JSON, a damaged file ({e})") from None
+    if not isinstance(obj, dict):
+        raise StoreError(f"{loc.display}: {sub} ({what}) holds a {type(obj).__name__}, not a JSON object (a damaged file)")
+    return obj
+
+
 def read_root_attrs(loc: "Location") -> dict:
     """The root's `stagecache` attributes, refusing other schema versions."""
-    try:
-        meta = loc.read_json("zarr.json")
-    except FileNotFoundError:
-        raise StoreError(f"{loc.display}: no feature store here (no zarr.json)") from None
-    attrs = (meta.get("attributes") or {}).get("stagecache")
+    meta = read_json_checked(loc, "zarr.json", "the store root", missing=f"{loc.display}: no feature store here (no zarr.json)")
+    attrs = (meta.get("attributes") or {}).get("stagecache") if isinstance(meta.get("attributes"), dict) else None
     if meta.get("node_type") != "group" or not isinstance(attrs, dict):
         raise StoreError(f"{loc.display}: zarr.json is not a stagecache store root (no 'stagecache' attributes)")
     ver = attrs.get("schema_version")
@@ -187,22 +200,35 @@ def fragment_group_of(fragment_id: str) -> str:
     return fragment_id.split("-r", 1)[0]
 
 
-def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Plain chunks of up to CHUNK_MAX_BYTES along rows, spanning the trailing dims: one file per
-    chunk, read straight into the destination and sliceable by byte offset (lazy access), so
-    neither inner chunks nor shards are needed."""
+def chunk_rows(shape: tuple[int, ...], itemsize: int) -> int:
+    """Rows per chunk: plain chunks of up to CHUNK_MAX_BYTES along rows, spanning the trailing
+    dims: one file per chunk, read straight into the destination and sliceable by byte offset
+    (lazy access), so neither inner chunks nor shards are needed."""
     row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
-    return (max(1, min(max(1, shape[0]), CHUNK_MAX_BYTES // row)),) + tuple(max(1, s) for s in shape[1:])
+    return max(1, min(max(1, shape[0]), CHUNK_MAX_BYTES // row))
 
 
 def write_fragment(loc: Location, fragment_id: str, arrays: dict[str, np.ndarray], hook=None) -> None:
-    """Write the data of one fragment (not yet visible: its manifest is written after)."""
-    g = zarr.open_group(loc.zarr_target(f"{FRAGMENTS}/{fragment_id}"), mode="w", zarr_format=3)
+    """Write the data of one fragment (not yet visible: its manifest is written after; its files'
+    sizes and checksums for it: extract/store/integrity.py `fragment_files`)."""
+    sub = f"{FRAGMENTS}/{fragment_id}"
+    try:
+        with disk_full_guard(loc.zarr_target(sub), sum(a.nbytes for a in arrays.values())):
+            _write_arrays(loc, sub, fragment_id, arrays, hook)
+    except DiskFullError:
+        loc.remove(sub)  # uncommitted and ours: give the space back (a kill would leave it to the next writer)
+        raise
+
+
+def _write_arrays(loc: Location, sub: str, fragment_id: str, arrays: dict[str, np.ndarray], hook) -> None:
+    g = zarr.open_group(loc.zarr_target(sub), mode="w", zarr_format=3)
     for name, a in arrays.items():
         # Uncompressed: float features are noise to a compressor, and the small tables (< 3 % of
-        # the bytes) load faster from raw chunks than through zstd; see STORE_SCHEMA.md.
-        z = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=_chunks(a.shape, a.dtype.itemsize),
-                           compressors=None, filters=None, fill_value=0)
+        # the bytes) load faster from raw chunks than through zstd; see STORE_SCHEMA.md. Every
+        # chunk is written, zeros too, so a missing chunk file is damage, never "all fill value".
+        chunks = (chunk_rows(a.shape, a.dtype.itemsize),) + tuple(max(1, s) for s in a.shape[1:])
+        z = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks, compressors=None, filters=None,
+                           fill_value=0, config={"write_empty_chunks": True})
         if a.size:
             z[...] = a
         if hook is not None:
@@ -244,18 +270,31 @@ class ArrayReader:
     destination (one copy from the page cache, as fast as reading the files; zarr would read into
     a buffer and copy again); anything else goes through zarr."""
 
-    def __init__(self, loc: Location, fragment_id: str, name: str):
+    def __init__(self, loc: Location, fragment_id: str, name: str, *, strict: bool = False, where: str | None = None,
+                 meta: dict | None = None):
+        """`strict`: every chunk was written and recorded (a missing one is damage, not fill value);
+        `where` names the array in messages; `meta`: its zarr.json, already read and checked against
+        the manifest (extract/store/integrity.py `open_array`, what the readers use)."""
         self.loc, self.sub = loc, f"{FRAGMENTS}/{fragment_id}/{name}"
         self._z = None
         self.plain = None
+        self.strict = strict
+        self.where = where or f"{loc.display}: {self.sub}"
         if loc.local:
-            meta = loc.read_json(f"{self.sub}/zarr.json")
+            if meta is None:
+                meta = read_json_checked(loc, f"{self.sub}/zarr.json", f"array {name!r}")
             self.plain = _plain_layout(meta)
-            self.shape = tuple(meta["shape"])
-            self.dtype = np.dtype(meta["data_type"]) if meta["data_type"] in _PLAIN_TYPES else None
+            try:
+                self.shape = tuple(meta["shape"])
+                self.dtype = np.dtype(meta["data_type"]) if meta["data_type"] in _PLAIN_TYPES else None
+            except (KeyError, TypeError):
+                raise StoreError(f"{self.where}: {self.sub}/zarr.json is not zarr array metadata") from None
             self.fill = meta.get("fill_value")
         if self.plain is None:
-            self._z = zarr.open_array(loc.zarr_target(self.sub), mode="r")
+            try:
+                self._z = zarr.open_array(loc.zarr_target(self.sub), mode="r")
+            except (ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{self.where}: {self.sub}/zarr.json is not readable zarr metadata ({e})") from None
             self.shape, self.dtype = self._z.shape, self._z.dtype
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
@@ -277,11 +316,14 @@ class ArrayReader:
                     with open(path, "rb", buffering=0) as f:
                         f.seek((a - c0) * rowbytes)
                         got = f.readinto(dest)
-                except FileNotFoundError:  # chunk never written: all fill value
-                    out[a - start:b - start] = self.fill
+                except FileNotFoundError:
+                    if self.strict:  # every chunk is written and recorded: a missing one is damage
+                        raise StoreError(f"{self.where}: chunk file {self.sub}/{key} is missing") from None
+                    out[a - start:b - start] = self.fill  # an older writer skipped all-fill chunks
                     continue
                 if got != len(dest):
-                    raise OSError(f"{path}: short chunk ({got} of {len(dest)} bytes)")
+                    raise StoreError(f"{self.where}: chunk file {self.sub}/{key} is short ({got} of {len(dest)} "
+                                     f"bytes read at row {a}): a truncated file")
             return
         if self._z is None:
             self._z = zarr.open_array(self.loc.zarr_target(self.sub), mode="r")

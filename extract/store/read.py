@@ -9,8 +9,10 @@ import numpy as np
 
 from stagecache.core.timekeys import timestamp_keys
 from stagecache.extract.store.commit import list_manifests
-from stagecache.extract.store.io import (META, SCHEMA_VERSION, ArrayReader, Location, StoreError, axis_of,
-                              read_root_attrs)
+from stagecache.extract.store.integrity import (CHECKED_VALUES, REPAIR_HINT, manifest_problems, open_array,
+                                                value_problem)
+from stagecache.extract.store.io import (META, SCHEMA_VERSION, Location, StoreError, axis_of,
+                              read_json_checked, read_root_attrs)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -33,7 +35,10 @@ class Tables:
 class _Frag:
     """One committed fragment, as described by its manifest."""
 
-    def __init__(self, man: dict):
+    def __init__(self, man: dict, loc: Location):
+        bad = manifest_problems(loc, man)  # counts, shapes and dtypes agree (no data read)
+        if bad:
+            raise StoreError(f"{bad[0]}; {REPAIR_HINT}")
         self.id = man["fragment"]
         self.group = man["group"]
         self.man = man
@@ -72,15 +77,23 @@ class FeatureStore:
         self.groups: dict[str, dict] = {}
         for name in self.loc.listdir(META):
             if name.endswith(".json") and not name.startswith("."):
-                m = self.loc.read_json(f"{META}/{name}")
+                m = read_json_checked(self.loc, f"{META}/{name}", "group metadata")
+                if not isinstance(m.get("attrs"), dict) or not isinstance(m.get("group"), str):
+                    raise StoreError(f"{self.path}: {META}/{name} is not group metadata (no 'group'/'attrs'): "
+                                     f"a damaged file")
                 if m.get("schema_version") != SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: {META}/{name} has schema_version {m.get('schema_version')}, "
                                      f"this stagecache reads schema version {SCHEMA_VERSION} (docs/STORE_SCHEMA.md)")
                 self.groups[m["group"]] = {**m["attrs"], "schema_version": m["schema_version"],
-                                           "project_version": m["project_version"]}
+                                           "project_version": m.get("project_version")}
+        ids = self.attrs.get("label_ids")
+        if not isinstance(ids, list) or len(set(map(str, ids))) != len(ids) \
+                or len(ids) != len(self.attrs.get("label_names") or []):
+            raise StoreError(f"{self.path}: zarr.json: label_ids must be unique ids, one per label name "
+                             f"(label_ids {ids!r:.120}, {len(self.attrs.get('label_names') or [])} names)")
         self.fragments: dict[str, list[_Frag]] = {}
         for man in list_manifests(self.loc):
-            self.fragments.setdefault(man["group"], []).append(_Frag(man))
+            self.fragments.setdefault(man["group"], []).append(_Frag(man, self.loc))
             self.groups.setdefault(man["group"], {})
         # video -> (fragment, index in fragment); the smallest fragment id wins a duplicate.
         self._src: dict[str, dict[str, tuple[_Frag, int]]] = {}
@@ -100,6 +113,7 @@ class FeatureStore:
             self._src[g] = src
         self._build_structure()
         self._open: dict[tuple[str, str], Any] = {}
+        self.check_values = True  # load()/keyframe() refuse values the schema forbids (verify: False, it lists them)
 
     # -- structure ------------------------------------------------------------------------------
     def _structure_source(self, v: str) -> tuple[_Frag, int]:
@@ -133,6 +147,18 @@ class FeatureStore:
         self.num_keyframes = int(v_kf[-1])
         self.num_actors = int(self._kf_act[-1])
         self.num_objects = int(self._kf_obj[-1])
+
+    def check_files(self, groups=None) -> None:
+        """StoreError on the first damaged fragment of `groups` (default: all): a missing or resized
+        file, an array's zarr.json that disagrees with its manifest. A stat per file, no data read:
+        for a command that must know every store is sound before it writes into any (write-bank)."""
+        from stagecache.extract.store.integrity import fragment_problems
+
+        for g in sorted(self.fragments if groups is None else groups):
+            for f in self.fragments.get(g, []):
+                bad = fragment_problems(self.loc, f.man)
+                if bad:
+                    raise StoreError(f"{bad[0]}; {REPAIR_HINT}")
 
     def missing(self, group: str) -> list[str]:
         """Videos of the store (base) that `group` does not hold."""
@@ -219,6 +245,8 @@ class FeatureStore:
                     except FileNotFoundError:
                         raise StoreError(f"{self.path}: group {g!r} array {n!r}: fragment {f.id} was removed after "
                                          f"the store was opened (a `cache compact` meanwhile?); open it again") from None
+                if self.check_values and n.endswith(CHECKED_VALUES):  # small arrays: one pass over them is cheap
+                    self._check_values(g, n, out, 0)
                 data[f"{g}/{n}"] = out_t.to(device)
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
         return Tables(video_names=list(self.videos), kf_video=t(self._kf_video.astype(np.int64)),
@@ -234,7 +262,7 @@ class FeatureStore:
             return
         glob = np.array([self._vindex[f.videos[i]] for i in local], dtype=np.int64)
         loff = f.off[axis_of(name)]
-        z = ArrayReader(self.loc, f.id, name)
+        z = open_array(self.loc, f.man, name)
         if len(local) == len(f.videos) and np.all(np.diff(glob) == 1) and np.all(np.diff(local) == 1):
             # The common case (one writer, or a compacted store): one contiguous block, read in place.
             z.read_into(int(loff[local[0]]), int(loff[local[-1] + 1]), out[goff[glob[0]]:goff[glob[-1] + 1]])
@@ -263,7 +291,7 @@ class FeatureStore:
             for n in names:
                 key = (f.id, n)
                 if key not in self._open:
-                    self._open[key] = ArrayReader(self.loc, f.id, n)
+                    self._open[key] = open_array(self.loc, f.man, n)
                 z = self._open[key]
                 ax = axis_of(n)
                 if ax == "kf":
@@ -273,8 +301,23 @@ class FeatureStore:
                     r0, r1 = int(off[lk]), int(off[lk + 1])
                 rows = np.empty((r1 - r0,) + z.shape[1:], dtype=z.dtype)
                 z.read_into(r0, r1, rows)
+                if self.check_values and n.endswith(CHECKED_VALUES):
+                    self._check_values(g, n, rows, int(out[f"{ax}_rows"][0]) if ax != "kf" else i)
                 out[f"{g}/{n}"] = rows[0] if ax == "kf" else rows
         return out
+
+    def _check_values(self, g: str, n: str, x: np.ndarray, row0: int) -> None:
+        """Values the schema promises (boxes in [0,1] with x1<=x2, y1<=y2; labels 0/1); StoreError
+        naming the array and the video otherwise (`cache verify` lists them all)."""
+        bad = value_problem(n, x)
+        if bad is None:
+            return
+        ax = axis_of(n)
+        what, r = bad[0], row0 + bad[1]
+        kf = r if ax == "kf" else int(np.searchsorted(self._kf_act if ax == "actor" else self._kf_obj, r, "right") - 1)
+        video = self.videos[int(self._kf_video[min(max(kf, 0), self.num_keyframes - 1)])] if self.num_keyframes else "?"
+        raise StoreError(f"{self.path}: group {g!r}: {what} (video {video!r}), which the schema does not allow "
+                         f"(docs/STORE_SCHEMA.md); `cache verify` lists every problem")
 
 
 def open_store(path_or_url: str) -> FeatureStore:

@@ -19,9 +19,10 @@ import numpy as np
 
 from stagecache.extract.store.commit import clean_uncommitted, list_manifests, remove_fragment, write_manifests
 from stagecache.extract.store.io import (META, SCHEMA_VERSION, Location, StoreError, axis_of, new_fragment_id,
-                              project_version, read_root_attrs, write_fragment)
+                              project_version, read_json_checked, read_root_attrs, write_fragment)
+from stagecache.extract.store.integrity import CHECKSUM, fragment_files, stored_dtype
 from stagecache.extract.store.lock import StoreLock, lock_tag_of
-from stagecache.extract.store.read import Tables, open_store
+from stagecache.extract.store.read import open_store
 
 BASE_ARRAYS = ("actor_box", "actor_score", "actor_is_gt", "actor_labels", "actor_track",
                "object_box", "object_class", "object_score")
@@ -31,26 +32,16 @@ _GROUP_RE = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
 def cast_for_store(name: str, a: np.ndarray) -> np.ndarray:
-    """The stored dtype of an array, from its name (docs/STORE_SCHEMA.md, dtypes)."""
+    """The array in its stored dtype (docs/STORE_SCHEMA.md, dtypes; the rule: integrity.stored_dtype),
+    refusing labels other than 0/1 and finite floats beyond float16's range."""
     a = np.asarray(a)
-    if name.endswith("_labels"):
-        if a.size and not np.isin(a, (0, 1)).all():
-            raise ValueError(f"{name} must be multi-hot 0/1")
-        return a.astype(np.uint8, copy=False)
-    if name.endswith("_is_gt"):
-        return a.astype(bool, copy=False)
-    if a.dtype.kind == "f":
-        if name.endswith(("_box", "_score")):
-            return a.astype(np.float32, copy=False)
-        out = a.astype(np.float16, copy=False)
-        if a.dtype != np.float16 and out.size and not np.isfinite(out).all() and np.isfinite(a).all():
-            raise ValueError(f"{name} has values beyond the float16 range (|x| > 65504)")
-        return out
-    if a.dtype.kind == "b":
-        return a
-    if a.dtype.kind in "iu":
-        return a.astype(np.int64, copy=False)
-    raise ValueError(f"{name}: unsupported dtype {a.dtype}")
+    dt = stored_dtype(name, a.dtype)
+    if name.endswith("_labels") and a.size and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must be multi-hot 0/1")
+    out = a.astype(dt, copy=False)
+    if dt == np.float16 and a.dtype != np.float16 and out.size and not np.isfinite(out).all() and np.isfinite(a).all():
+        raise ValueError(f"{name} has values beyond the float16 range (|x| > 65504)")
+    return out
 
 
 def ensure_root(loc: Location, *, split: str, label_ids, label_names, object_classes=None) -> dict:
@@ -89,11 +80,13 @@ def _declare_meta(loc: Location, name: str, attrs: dict, allow_mismatch: bool, r
             "project_version": project_version()}
     sub = f"{META}/{name}.json"
     if loc.exists(sub) and not replace:
-        stored = loc.read_json(sub)
+        stored = read_json_checked(loc, sub, "group metadata")
         if stored.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{loc.display}: {sub} has schema_version {stored.get('schema_version')}, this "
                              f"stagecache writes schema version {SCHEMA_VERSION} (docs/STORE_SCHEMA.md)")
-        old = stored["attrs"]
+        old = stored.get("attrs")
+        if not isinstance(old, dict):
+            raise StoreError(f"{loc.display}: {sub} is not group metadata (no 'attrs'): a damaged file")
         keys = sorted(k for k in set(old) | set(attrs) if k not in VOLATILE_ATTRS and old.get(k) != attrs.get(k))
         if keys and not allow_mismatch:
             raise StoreError(f"{loc.display}: group {name!r} was written with different attributes {keys} "
@@ -103,9 +96,12 @@ def _declare_meta(loc: Location, name: str, attrs: dict, allow_mismatch: bool, r
     loc.write_json_atomic(sub, meta)
 
 
-def _manifest(fid, group, rank, videos, kf_counts, ts, ac, oc, arrays, supersedes=(), unit=None) -> dict:
+def _manifest(fid, group, rank, videos, kf_counts, ts, ac, oc, arrays, supersedes=(), unit=None,
+              files=None) -> dict:
+    # `files`/`checksum`: what the fragment holds, for readers' size checks and `cache verify`'s
+    # checksums (extract/store/integrity.py); an additive key older readers ignore (no version bump).
     return {"fragment": fid, "group": group, "rank": rank, "schema_version": SCHEMA_VERSION,
-            "unit": list(unit) if unit else [fid],
+            "files": files or {}, "checksum": CHECKSUM, "unit": list(unit) if unit else [fid],
             "videos": list(videos), "kf_counts": [int(x) for x in kf_counts],
             "timestamps": [float(x) for x in ts], "actor_counts": [int(x) for x in ac],
             "object_counts": [int(x) for x in oc],
@@ -118,7 +114,9 @@ def commit_fragment(loc: Location, fid: str, group: str, rank, videos, kf_counts
                     arrays: dict[str, np.ndarray], supersedes=(), hook=None) -> None:
     """One fragment as a unit of its own (compaction, write_group): data first, manifest last."""
     write_fragment(loc, fid, arrays, hook=hook)
-    write_manifests(loc, [_manifest(fid, group, rank, videos, kf_counts, ts, ac, oc, arrays, supersedes)])
+    files = fragment_files(loc, fid, arrays)
+    write_manifests(loc, [_manifest(fid, group, rank, videos, kf_counts, ts, ac, oc, arrays, supersedes,
+                                    files=files)])
 
 
 class _Buffer:
@@ -150,10 +148,12 @@ class StoreWriter:
         self._last_flush = time.monotonic()
         self._hook = None  # test hook: called after each array of a fragment is written
         self._closed = False
+        self.on_commit = None  # called with the videos of each committed flush (a progress bar)
 
-    def declare_group(self, name: str, attrs: dict, allow_mismatch: bool = False) -> None:
-        """Record the group's attributes (once per store)."""
-        _declare_meta(self.loc, name, dict(attrs), allow_mismatch)
+    def declare_group(self, name: str, attrs: dict, allow_mismatch: bool = False, replace: bool = False) -> None:
+        """Record the group's attributes (once per store; `replace`: overwrite the record, for a
+        group that holds no committed data, e.g. `extract features` after a failed first run)."""
+        _declare_meta(self.loc, name, dict(attrs), allow_mismatch, replace=replace)
         self._buf.setdefault(name, _Buffer())
         self._session.setdefault(name, set())
 
@@ -241,14 +241,18 @@ class StoreWriter:
         for fid, (g, b) in zip(ids, pending):
             arrays = {n: np.concatenate(xs) for n, xs in b.arrays.items()}
             write_fragment(self.loc, fid, arrays, hook=self._hook)
+            files = fragment_files(self.loc, fid, arrays)  # sizes and checksums, from the arrays in memory
             mans.append(_manifest(fid, g, self.rank, b.videos, [len(t) for t in b.ts], np.concatenate(b.ts),
-                                  np.concatenate(b.ac), np.concatenate(b.oc), arrays, unit=ids))
+                                  np.concatenate(b.ac), np.concatenate(b.oc), arrays, unit=ids, files=files))
         write_manifests(self.loc, mans)
+        committed = list(dict.fromkeys(v for _, b in pending for v in b.videos))
         for g, b in pending:
             self._session[g].update(b.videos)
             self._buf[g] = _Buffer()
             self._buf[g].spec = b.spec
         self._last_flush = time.monotonic()
+        if self.on_commit is not None:
+            self.on_commit(committed)
 
     def close(self) -> None:
         """Commit what is buffered and release the rank's lock (also when the commit fails)."""

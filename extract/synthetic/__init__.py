@@ -7,7 +7,8 @@ One simulation, five modules (and `tubes` for the JHMDB-21 / UCF101-24 layouts):
 - `extract/synthetic/video.py`: rendering with PyAV and the AVA files (`make_video_dataset`);
 - `extract/synthetic/store.py`: the feature-level store without video (`make_feature_store`);
 - `extract/synthetic/levels.py`: that store's roi / temporal / context levels (`levels=`);
-- `extract/synthetic/tubes.py`: synthetic JHMDB-21 / UCF101-24 data and its feature store.
+- `extract/synthetic/tubes.py`: synthetic JHMDB-21 / UCF101-24 data and its feature store;
+- `extract/synthetic/multisports.py`, `ava_kinetics.py`: MultiSports' and AVA-Kinetics' layouts.
 
 Label map (ids and rules, at keyframe t, box-centre distances in normalised coordinates):
     1 stand, 2 sit, 3 lie   pose (exactly one per actor-keyframe; Markov chain over seconds)

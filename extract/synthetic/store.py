@@ -29,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 
 from stagecache.extract.store.schema import LEVELS
-from stagecache.extract.synthetic.levels import context_codes, context_level, roi_level, scene_maps, temporal_level
 from stagecache.extract.synthetic.scene import FIRST_KEYFRAME, OBJECT_CLASSES, POSES, simulate_video, split_code, video_name
 from stagecache.extract.synthetic.world import GROUPS, LABEL_IDS, LABEL_NAMES, simulate_proposals, video_tables
 
@@ -74,6 +73,9 @@ def video_arrays(
     """One video's store rows: {"video", "timestamps", "actor_counts", "object_counts", "base",
     "pooled", "levels"} with the base-group arrays, the (A, actor_dim) pooled features and the
     backbone arrays of `levels` ({"actor_roi", "actor_temporal", "kf_context"} subset)."""
+    # torch (the levels' maps): imported when a video is made, not by `synth --help` (issue 32)
+    from stagecache.extract.synthetic.levels import context_codes, context_level, roi_level, scene_maps, temporal_level
+
     v = simulate_video(seed, index, keyframes_per_video, split=split)
     tab = video_tables(v)
     T = keyframes_per_video

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stagecache.core.atomic import atomic_open
+from stagecache.pipelines.ablation.ablate_args import IN_PROCESS
 from stagecache.pipelines.ablation.spec import AFTER_TRAIN, Config
 from stagecache.pipelines.launch.executors import ClusterArgs, Task, job_ids, make_executor, submit_array, wait_all
 from stagecache.pipelines.training.train import TrainArgs, train
 
-IN_PROCESS = "process"
 HPARAMS_DONE = "hparams.json"  # in a run directory: its hparams summary is written
 # Fields that do not change what a run computes: a rerun may differ in them.
 _VOLATILE = {"progress", "tensorboard", "command_line", "resume", "device", "out_dir", "train_store", "val_store"} | AFTER_TRAIN

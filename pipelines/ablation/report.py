@@ -163,15 +163,28 @@ def class_gains(rows: list[dict], config: str, baseline: str) -> dict[int, float
     return {k: a[k] - b[k] for k in a if k in b and not math.isnan(a[k]) and not math.isnan(b[k])}
 
 
-def plot_gains(path: Path, gains: dict[int, float], names: dict[int, str], *, title: str, top_k: int) -> None:
-    """Bar plot of the top_k classes by absolute AP gain, sorted by gain (as STAGE Fig. 4)."""
+def top_gains(gains: dict[int, float], top_k: int) -> list[int]:
+    """The top_k classes by absolute AP gain, sorted by gain (as STAGE Fig. 4)."""
+    top = sorted(gains, key=lambda k: (-abs(gains[k]), k))[:top_k]
+    return sorted(top, key=lambda k: (-gains[k], k))
+
+
+def gain_title(config: str, baseline: str, shown: int, total: int) -> str:
+    """The plot's title with the classes it really shows (a sweep on 3 classes is not a "top 20")."""
+    which = f"all {total} classes" if shown == total else f"the {shown} of {total} classes with the largest |gain|"
+    return f"per-class AP gain: {config} over {baseline} ({which})"
+
+
+def plot_gains(path: Path, gains: dict[int, float], names: dict[int, str], *, title: str, top_k: int,
+               ylim: float | None = None) -> None:
+    """Bar plot of the top_k classes by absolute AP gain, sorted by gain (as STAGE Fig. 4); `ylim`
+    (points) fixes the y-axis to [-ylim, ylim], so that the plots of one sweep compare by eye."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = sorted(gains, key=lambda k: (-abs(gains[k]), k))[:top_k]
-    top.sort(key=lambda k: (-gains[k], k))
+    top = top_gains(gains, top_k)
     vals = [gains[k] * 100 for k in top]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(top) + 1.5), 4.0), dpi=100)
     ax.bar(range(len(top)), vals, color=["#2a9d4b" if v >= 0 else "#c0392b" for v in vals])
@@ -179,6 +192,8 @@ def plot_gains(path: Path, gains: dict[int, float], names: dict[int, str], *, ti
     ax.set_xticklabels([names.get(k, str(k)) for k in top], rotation=60, ha="right", fontsize=8)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("AP gain (points)")
+    if ylim:
+        ax.set_ylim(-ylim, ylim)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -223,15 +238,13 @@ def write_report(out: Path, spec, runs, status: dict[str, str], *, train_store: 
     plots = []
     cfg_rows = by_config(rows)
     if any(r["per_class"] for r in cfg_rows.get(baseline, [])):
-        for cfg in cfg_rows:
-            if cfg == baseline:
-                continue
-            gains = class_gains(rows, cfg, baseline)
-            if not gains:
-                continue
+        all_gains = {cfg: g for cfg in cfg_rows if cfg != baseline and (g := class_gains(rows, cfg, baseline))}
+        # one y-scale for the sweep: the largest |gain| any plot shows, 10% headroom
+        lim = max((abs(g[k]) * 100 for g in all_gains.values() for k in top_gains(g, top_k)), default=0.0) * 1.1
+        for cfg, gains in all_gains.items():
             path = out / f"gain_{cfg}_vs_{baseline}.png"
-            plot_gains(path, gains, names, title=f"per-class AP gain: {cfg} over {baseline} (top {top_k})",
-                       top_k=top_k)
+            title = gain_title(cfg, baseline, min(top_k, len(gains)), len(gains))
+            plot_gains(path, gains, names, title=title, top_k=top_k, ylim=lim or None)
             plots.append(path.name)
     if plots:
         md += [f"## Per-class AP gain over `{baseline}`", ""] + [f"![{p}]({p})" for p in plots] + [""]

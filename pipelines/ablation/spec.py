@@ -32,8 +32,9 @@ from pathlib import Path
 
 import yaml
 
-from stagecache.heads import HEADS
-from stagecache.pipelines.training.train import TrainArgs
+from stagecache.core.errors import UserError
+from stagecache.core.registry_names import HEAD_NAMES
+from stagecache.pipelines.training.train_args import TrainArgs
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -43,6 +44,11 @@ _MANAGED = {"train_store", "val_store", "head", "head_args", "out_dir", "seed", 
 AFTER_TRAIN = {"retrain_classifier", "retrain_epochs"}
 _CONFIG_KEYS = {"name", "label", "head", "head_args", "grid", "train", "unavailable"}
 _SPEC_KEYS = {"name", "reference", "description", "seeds", "train", "baseline", "all_heads", "grid_table", "configs"}
+
+
+class SpecError(UserError, ValueError):
+    """A spec whose configurations cannot run (a head argument the head does not take): refused
+    before any run starts, never a run marked skipped."""
 
 
 def presets() -> dict[str, Path]:
@@ -126,6 +132,9 @@ class Spec:
 
 
 def _expand_entry(entry: dict, where: str) -> list[Config]:
+    # heads (torch): imported when a spec is expanded, not by `ablate --help` (issue 32)
+    from stagecache.pipelines.training.head_args import HeadArgError, check_head_kwargs
+
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: each config must be a mapping, got {entry!r}")
     bad = sorted(set(entry) - _CONFIG_KEYS)
@@ -138,8 +147,8 @@ def _expand_entry(entry: dict, where: str) -> list[Config]:
         return [Config(name=str(name), head=str(entry.get("head", "")), label=str(entry.get("label", name)),
                        source=str(name), unavailable=str(entry["unavailable"]))]
     head = entry.get("head")
-    if head not in HEADS:
-        raise ValueError(f"{where} ({name}): unknown head {head!r}; valid heads: {', '.join(sorted(HEADS))}")
+    if head not in HEAD_NAMES:
+        raise ValueError(f"{where} ({name}): unknown head {head!r}; valid heads: {', '.join(sorted(HEAD_NAMES))}")
     head_args = entry.get("head_args") or {}
     if not isinstance(head_args, dict):
         raise ValueError(f"{where} ({name}): head_args must be a mapping")
@@ -158,6 +167,10 @@ def _expand_entry(entry: dict, where: str) -> list[Config]:
             cname = str(name).format(**point)
         else:
             cname = f"{name}-" + "-".join(f"{k}{v}" for k, v in point.items())
+        try:  # every key and value typed by the head's signature, as train-head's --head-arg
+            check_head_kwargs(head, {**head_args, **point})
+        except HeadArgError as e:
+            raise SpecError(f"{where} ({cname}): {e}") from None
         out.append(Config(name=cname, head=head, label=label.format(**point) if "{" in label else
                           (label + (" " + ", ".join(f"{k}={v}" for k, v in point.items()) if point else "")),
                           head_args={**head_args, **point}, train=train_over, grid_values=point,
@@ -175,7 +188,7 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
     entries = list(data.get("configs") or [])
     if data.get("all_heads"):
         have = {e.get("head") for e in entries if isinstance(e, dict)}
-        entries += [{"name": h, "head": h} for h in HEADS if h not in have]
+        entries += [{"name": h, "head": h} for h in HEAD_NAMES if h not in have]
     if not entries:
         raise ValueError(f"{where}: no configs (give 'configs' or 'all_heads: true')")
     configs: list[Config] = []

@@ -13,19 +13,19 @@ table and the per-class gain plots.
 
 The spec format is documented in `pipelines/ablation/spec.py`. A configuration whose head needs a
 store level the stores lack (`head.requires`) is recorded as "skipped: needs <level>" instead of
-failing the sweep.
+failing the sweep; a head argument the head does not take (unknown key, wrong type: spec.py; a value
+its head refuses at the stores' dims: `preflight_runs`) is one error line before any run starts.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from stagecache.heads import HEADS, build_head
-from stagecache.pipelines.ablation.jobs import IN_PROCESS, Run, execute, make_submitter
-from stagecache.pipelines.ablation.spec import (Spec, check_train_dict, load_spec, parse_grid, parse_pairs, parse_spec,
-                                                presets, spec_from_flags)
-from stagecache.pipelines.launch.executors import ClusterArgs, LaunchError
+from stagecache.heads import build_head
+from stagecache.pipelines.ablation.ablate_args import AblateArgs  # also imported from here (its module imports no torch)
+from stagecache.pipelines.ablation.jobs import Run, execute, make_submitter
+from stagecache.pipelines.ablation.spec import Spec, load_spec, parse_spec, spec_from_flags
 from stagecache.pipelines.training.steps import resolve_device
 from stagecache.pipelines.training.train import TrainArgs
 
@@ -60,80 +60,7 @@ def head_requires(head: str, head_args: dict) -> frozenset[str]:
     return frozenset(build_head(head, actor_dim=8, object_dim=8, num_classes=2, **head_args).requires)
 
 
-# ----------------------------------------------------------------------------- arguments
-
-
-@dataclass(kw_only=True)
-class AblateArgs(ClusterArgs):
-    """Arguments of `ablate`; each field's metadata is its CLI option (pipelines/commands/options.py);
-    the cluster options (--executor slurm) are `ClusterArgs`'."""
-
-    train_store: str = field(metadata={"help": "Feature store of the training split."})
-    val_store: str = field(metadata={"help": "Feature store of the validation split."})
-    out: str = field(metadata={"help": "Results directory (runs/ inside; rerun to resume)."})
-    preset: str = field(default="", metadata={"help": f"Shipped spec: {', '.join(presets())}."})
-    spec_file: str = field(default="", metadata={
-        "help": "YAML spec file (format: pipelines/ablation/sweep.py docstring).", "option": "--spec"})
-    heads: list[str] = field(default_factory=list, metadata={  # flags mode: one config per head
-        "help": "Instead of a spec: one configuration per head (repeatable).", "option": "--head"})
-    head_args: dict = field(default_factory=dict, metadata={
-        "help": "With --head: head keyword for every configuration.", "option": "--head-arg", "parse": parse_pairs})
-    grid: dict = field(default_factory=dict, metadata={
-        "help": "With --head: grid over a head keyword (repeatable; product).", "metavar": "KEY=V1,V2",
-        "parse": parse_grid})
-    seeds: list[int] = field(default_factory=list, metadata={  # overrides the spec's
-        "help": "Comma-separated seeds. Default: the spec's (presets: 0).", "sep": ","})
-    # Shorthands for `train` entries (None: not given, the spec's value stands, else train-head's).
-    epochs: int | None = field(default=None, metadata={
-        "help": "Epoch cap for every run. Default: the spec's, else train-head's."})
-    batch_size: int | None = field(default=None, metadata={
-        "help": "Batch size for every run. Default: the spec's, else train-head's."})
-    lr: float | None = field(default=None, metadata={
-        "help": "Learning rate for every run. Default: the spec's, else each head's paper value."})
-    device: str | None = field(default=None, metadata={
-        "help": "auto, cpu, cuda or cuda:N. Default: the spec's, else auto."})
-    train: dict = field(default_factory=dict, metadata={  # overrides the spec's shared TrainArgs fields
-        "help": "Any other train-head field for every run, e.g. --train-arg val_boxes=gt.", "option": "--train-arg",
-        "parse": parse_pairs})
-    baseline: str = field(default="", metadata={  # overrides the spec's
-        "help": "Configuration the per-class gains are measured against. Default: the spec's, else the first "
-                "linear one."})
-    groups: str = field(default="", metadata={  # groups JSON for non-AVA label maps
-        "help": "Class groups JSON {\"group\": [ids]} for non-AVA label maps. Default: AVA groups / the store's."})
-    executor: str = field(default=IN_PROCESS, metadata={
-        "help": "process: runs on this machine (--jobs at once); local: one submitit job per run on this machine; "
-                "slurm: one Slurm job per run, all in one job array (the sweep waits for them).",
-        "metavar": "process|local|slurm"})
-    jobs: int = field(default=1, metadata={
-        "help": "Runs trained at once with --executor process (a process pool); raise it on a GPU with room."})
-    top_k: int = field(default=20, metadata={"help": "Classes per per-class gain plot (largest absolute gains)."})
-    progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
-    command_line: str = field(default="", metadata={"no_option": "the command line itself, set by the command"})
-
-    def __post_init__(self):
-        self.train = dict(self.train) | {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "device")
-                                         if getattr(self, k) is not None}
-        given = sum(bool(x) for x in (self.preset, self.spec_file, self.heads))
-        if given != 1:
-            raise ValueError("give exactly one of --preset, --spec or --head")
-        for p in (self.train_store, self.val_store):
-            if not p:
-                raise ValueError("--train-store and --val-store are required")
-        if not self.out:
-            raise ValueError("--out is required")
-        self.check_executor(self.executor, IN_PROCESS)
-        if self.jobs < 1:
-            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
-        if self.jobs != 1 and self.executor != IN_PROCESS:
-            raise LaunchError(f"--jobs is for --executor {IN_PROCESS} (--executor {self.executor}: one job per run)")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.groups and not Path(self.groups).is_file():
-            raise ValueError(f"groups file {self.groups} not found")
-        check_train_dict(self.train, "--train-arg")
-        bad = [h for h in self.heads if h not in HEADS]
-        if bad:
-            raise ValueError(f"unknown head(s) {bad}; valid heads: {', '.join(sorted(HEADS))}")
+# ----------------------------------------------------------------------------- arguments (AblateArgs: ablate_args.py)
 
 
 def resolve_spec(args: AblateArgs) -> Spec:
@@ -161,8 +88,8 @@ def plan_runs(spec: Spec, args: AblateArgs, levels: set[str] | None = None) -> l
         if not reason:
             try:
                 need = head_requires(c.head, c.head_args)
-            except Exception as e:  # a bad switch for this head: report it on the row, keep sweeping
-                need, reason = frozenset(), f"skipped: cannot build the head ({type(e).__name__}: {e})"
+            except (TypeError, ValueError):  # maybe only at these tiny dims: `preflight_runs` builds it at the stores'
+                need = frozenset()
             if levels is not None:
                 missing = sorted(need - levels)
                 if missing:
@@ -174,6 +101,28 @@ def plan_runs(spec: Spec, args: AblateArgs, levels: set[str] | None = None) -> l
                      "progress": args.progress}
             runs.append(Run(config=c, seed=int(seed), run_dir=str(run_dir), targs=targs, skip_reason=reason))
     return runs
+
+
+def preflight_runs(runs: list[Run]) -> None:
+    """train-head's preflight (pipelines/training/train.py) once per configuration that will run, before
+    the first run starts: its head built at the stores' dims, what it reads checked in both stores.
+    A head argument value the head refuses is then one line naming the configuration, not a row
+    marked skipped or a sweep of failed runs."""
+    from dataclasses import replace
+
+    from stagecache.core.errors import UserError
+    from stagecache.pipelines.ablation.spec import SpecError
+    from stagecache.pipelines.training.train import preflight_train
+
+    seen = set()
+    for r in runs:
+        if r.skip_reason or r.config.name in seen:
+            continue
+        seen.add(r.config.name)
+        try:  # resume=True: a run directory of an earlier sweep is the resumable kind (jobs.run_state decides)
+            preflight_train(replace(TrainArgs(**r.targs), resume=True))
+        except UserError as e:
+            raise SpecError(f"config {r.config.name}: {e}") from None
 
 
 def ablate(args: AblateArgs, echo=print) -> dict:
@@ -194,6 +143,7 @@ def ablate(args: AblateArgs, echo=print) -> dict:
                 TrainArgs(**r.targs)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"config {r.config.name}: {e}") from None
+    preflight_runs(runs)
     (out / "spec.json").write_text(json.dumps(
         {"spec": spec.to_json(), "args": asdict(args), "store_levels": sorted(levels),
          "device": str(resolve_device(spec.train.get("device", "auto"))),

@@ -7,7 +7,7 @@ import sys
 import click
 
 from stagecache.core.errors import UserError
-from stagecache.pipelines.ablation.sweep import AblateArgs
+from stagecache.pipelines.ablation.ablate_args import AblateArgs
 from stagecache.pipelines.commands.options import dataclass_options
 
 

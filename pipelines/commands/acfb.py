@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from stagecache.pipelines.commands.options import dataclass_options
-from stagecache.pipelines.training.acfb import WriteBankArgs
+from stagecache.pipelines.training.acfb_args import WriteBankArgs
 
 
 @click.command(context_settings={"show_default": True})
@@ -12,12 +12,13 @@ from stagecache.pipelines.training.acfb import WriteBankArgs
 def write_bank_cli(**kw):
     """Write the first-order actor-context relation maps of a trained acar head into each store
     (ACAR-Net Sec. 3.3, stage two of the ACFB flow); then train with --head-arg bank=true --bank-group."""
-    from stagecache.pipelines.training.acfb import write_relation_bank
+    from stagecache.pipelines.training.acfb import check_stores, write_relation_bank
 
     try:
         args = WriteBankArgs(**kw)
     except ValueError as e:  # as write_relation_bank's own refusals below: one line, exit 1
         raise click.ClickException(str(e)) from None
+    check_stores(args.stores)  # all of them before writing into any
     for store in args.stores:
         try:
             s = write_relation_bank(args.run_dir, store, args.group, boxes=args.boxes,

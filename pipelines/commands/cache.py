@@ -41,11 +41,16 @@ def info_cmd(**kw):
 @cache_cli.command("verify", context_settings={"show_default": True})
 @dataclass_options(CacheVerifyArgs)
 def verify_cmd(**kw):
-    """Check offsets, NaN/Inf, boxes, completeness and labels; exit 1 on problems."""
+    """Check files (sizes, checksums), offsets, NaN/Inf, boxes, completeness and labels; exit 1 on problems.
+    --repair drops damaged fragments so a resumed extraction redoes their videos."""
     from stagecache.pipelines.tools.cache import verify_store
 
     args = CacheVerifyArgs(**kw)
-    problems = verify_store(args.store, label_map=args.label_map)
+    try:
+        problems = verify_store(args.store, label_map=args.label_map, repair=args.repair, progress=args.progress,
+                                log=lambda line: click.echo(line, err=True))
+    except UserError as e:  # --repair while a compaction runs
+        _fail(e)
     for p in problems:
         click.echo(f"PROBLEM: {p}", err=True)
     if problems:
@@ -61,6 +66,8 @@ def export_cmd(**kw):
     from stagecache.pipelines.tools.cache import export_h5
 
     args = CacheExportArgs(**kw)  # click's choices already hold what it checks
+    # what the step does (stdout: stderr is kept for the one error line); the store is read whole first
+    click.echo(f"exporting {args.store} to {args.out} ({args.layout} layout): reading every group, then writing")
     try:
         export_h5(args.store, args.out, layout=args.layout, backbone=args.backbone, objects=args.objects)
     except UserError as e:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from stagecache.core.atomic import disk_full_error, is_disk_full
 from stagecache.core.errors import UserError
 
 # pytorchvideo/torchvision use torch.jit.script at import, which current torch flags as deprecated:
@@ -107,6 +108,11 @@ def _guarded(call, args: list[str] | None) -> None:
         if debug:
             raise
         click.echo(f"Error: {_one_line(e)}", err=True)
+        sys.exit(1)
+    except (OSError, RuntimeError) as e:  # a full disk where no write path named the file: still one line
+        if debug or not is_disk_full(e):
+            raise
+        click.echo(f"Error: {_one_line(disk_full_error(getattr(e, 'filename', None) or os.getcwd()))}", err=True)
         sys.exit(1)
     finally:
         if failed:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from stagecache.extract.detectors.job import DetectionsArgs
+from stagecache.extract.detections_args import DetectionsArgs
 from stagecache.pipelines.commands.options import Command, dataclass_options
 
 

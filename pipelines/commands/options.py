@@ -28,7 +28,9 @@ The metadata, plain data (but `parse`) so that the dataclass's module needs no c
                ValueError is click's usage error naming the option;
   show_default what --help shows as the default where the field's is None (text) or nothing (False);
   group        a heading: the option is listed under it after the common ones (`Command`);
-  no_option    why the field has no option (the command fills it, e.g. the command line).
+  no_option    why the field has no option (the command fills it, e.g. the command line);
+  stored       not an option's: whether the field changes what `extract features` stores ("base",
+               "features" or None; extract/features_record.py).
 An unknown key, a field without help and an option for a field the dataclass lacks are TypeErrors.
 The command's callback learns its dataclass (`callback.args_dataclass`), which
 tests/pipelines/commands/test_options.py uses to check every command against its dataclass.
@@ -44,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 import click
 
 META_KEYS = frozenset({"help", "option", "off", "argument", "choices", "metavar", "path", "range", "sep", "json",
-                       "parse", "show_default", "group", "no_option"})
+                       "parse", "show_default", "group", "no_option", "stored"})
 
 
 def _without_none(hint):

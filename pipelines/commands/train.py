@@ -8,10 +8,10 @@ import sys
 import click
 
 from stagecache.pipelines.commands.options import dataclass_options
-from stagecache.pipelines.training.head_args import parse_head_args
-from stagecache.pipelines.training.predict import PredictArgs
-from stagecache.pipelines.training.split import check_predict
-from stagecache.pipelines.training.train import TrainArgs
+# The argument dataclasses' modules import no torch: --help answers at once (issue 32); what runs
+# the command is imported when it runs.
+from stagecache.pipelines.training.predict_args import PredictArgs
+from stagecache.pipelines.training.train_args import TrainArgs
 
 
 @click.command(context_settings={"show_default": True})
@@ -19,6 +19,7 @@ from stagecache.pipelines.training.train import TrainArgs
 def train_head_cli(**kw):
     """Train a head on cached features (a train store and a val store) and write a run directory:
     config.json, metrics.jsonl, last.pt, best.pt, val_predictions.csv, per_class_ap.json."""
+    from stagecache.pipelines.training.head_args import parse_head_args
     from stagecache.pipelines.training.train import train
 
     # The --head-arg pairs typed by the head chosen: a HeadArgError before anything runs.
@@ -43,6 +44,7 @@ def train_head_cli(**kw):
 def predict_cli(**kw):
     """Run a trained head over any store and write an AVA predictions CSV."""
     from stagecache.pipelines.training.predict import predict
+    from stagecache.pipelines.training.split import check_predict
 
     if not os.path.isfile(kw["run_dir"]):  # an official STAGE checkpoint is checked by pipelines/training/init_from.py
         check_predict(kw["run_dir"], kw["checkpoint"], kw["store"])  # one-line errors before any work

@@ -5,7 +5,7 @@ import click
 
 from stagecache.core.errors import UserError
 from stagecache.pipelines.commands.options import dataclass_options
-from stagecache.pipelines.tools.visualize import VisualizeArgs
+from stagecache.pipelines.tools.visualize_args import VisualizeArgs
 
 
 @click.command(context_settings={"show_default": True})

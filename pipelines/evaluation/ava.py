@@ -19,6 +19,8 @@ import numpy as np
 from stagecache.core.atomic import atomic_open
 from stagecache.extract import ava_io
 from stagecache.extract.formats.csv_table import load_csv
+from stagecache.pipelines.evaluation.ava_inputs import (GroupsFileError, check_gt_in_unit_square, check_label_map_share,
+                                                        read_groups_file, refuse_inverted_predictions)
 from stagecache.pipelines.evaluation.core import member
 from stagecache.pipelines.evaluation.heap_order import HeapChunk, official_heap
 from stagecache.pipelines.evaluation.protocols import PROTOCOLS, frame_map_arrays, official_from_kept
@@ -193,11 +195,15 @@ def evaluate_files(gt_csv, pred_csv, label_map_path=DEFAULT_LABEL_MAP, excluded_
     # ids parsed as floats ("12.0") were checked integral by the reader
     p_in = (np.concatenate([member(part.astype(np.int64, copy=False), ids) for part in pr.parts(6)]) if len(pr)
             else np.zeros(0, dtype=bool))
+    if len(gt) == 0:
+        raise ava_io.AvaFormatError(gt_csv, None, "the ground truth is empty: nothing to evaluate")
+    check_label_map_share(gt_csv, label_map_path, g_act, g_in, len(lm.ids))
+    check_gt_in_unit_square(gt)
+    refuse_inverted_predictions(pr)
     live = g_in & ~np.isin(gt_keys, ex_keys) if ex is not None else g_in
     if not live.any():
-        why = "is empty" if len(gt) == 0 else ("has no rows of the label map's classes" if not g_in.any()
-                                                else "has no rows left after the excluded keyframes")
-        raise ava_io.AvaFormatError(gt_csv, None, f"the ground truth {why}: nothing to evaluate")
+        raise ava_io.AvaFormatError(gt_csv, None, "the ground truth has no rows left after the excluded keyframes: "
+                                                  "nothing to evaluate")
     if single_label:
         check_single_label(gt_keys, gt.box(), gt_csv, gt.line)
     gt_score = np.where(gt.ncol == 8, gt.col(7), 1.0)
@@ -243,13 +249,8 @@ def class_groups(label_map: ava_io.LabelMap, groups_json=None) -> dict[str, list
             raise ValueError("class_groups: the label map is not the AVA action list; pass a groups JSON "
                              "file {\"<group>\": [ids]} for other datasets")
         groups_json = GROUPS_FILE
-    with open(groups_json) as f:
-        data = json.load(f)
-    groups = data.get("groups", data) if isinstance(data, dict) else None
-    if not isinstance(groups, dict):
-        raise ValueError(f"{groups_json}: expected {{\"<group>\": [ids]}}")
     ids = set(label_map.ids)
-    return {str(g): [int(i) for i in v if int(i) in ids] for g, v in groups.items() if not str(g).startswith("_")}
+    return {g: [i for i in v if i in ids] for g, v in read_groups_file(groups_json).items()}
 
 
 def plot_pr_curves(result: EvalResult, out_dir, by: str = "class", groups: dict[str, list[int]] | None = None) -> list[str]:
@@ -261,7 +262,8 @@ def plot_pr_curves(result: EvalResult, out_dir, by: str = "class", groups: dict[
     if by not in ("class", "group"):
         raise ValueError(f"plot by {by!r}; valid: ['class', 'group']")
     if by == "group" and not groups:
-        raise ValueError("plot by group needs groups")
+        raise GroupsFileError("--plot-by group needs class groups: give --groups FILE (the AVA grouping is "
+                              "built in only for the AVA label map)")
     os.makedirs(out_dir, exist_ok=True)
     sets = ({f"class_{c:03d}": [c] for c in result.curves} if by == "class"
             else {f"group_{g}": ids for g, ids in groups.items()})
@@ -276,7 +278,13 @@ def plot_pr_curves(result: EvalResult, out_dir, by: str = "class", groups: dict[
             ax.step(np.concatenate([[0.0], r]), np.concatenate([interp[:1] if p.size else [0.0], interp]),
                     where="pre", label=f"{c} {result.class_names.get(c, '')[:24]} AP={result.per_class[c]:.3f}")
         ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
-        ax.set_title(fname.replace("_", " ", 1))
+        if by == "class":  # the class's name, not only its file's number
+            c = ids[0]
+            ap = result.per_class.get(c, float("nan"))
+            ax.set_title(f"class {c}: {result.class_names.get(c) or '(no name)'}"
+                         + ("" if math.isnan(ap) else f"  (AP {ap:.3f})"), fontsize=9)
+        else:
+            ax.set_title(f"group {fname.split('_', 1)[1]}", fontsize=9)
         if ax.get_legend_handles_labels()[0] and len(ids) <= 20:
             ax.legend(fontsize=6, loc="lower left")
         path = os.path.join(out_dir, fname.replace("/", "-") + ".png")
@@ -319,15 +327,21 @@ class EvaluateArgs:
 
 
 def run_evaluate(args: EvaluateArgs, echo=print) -> EvalResult:
+    lm = ava_io.read_label_map(args.label_map)
+    if args.groups:  # a bad groups file is an error before the evaluation, not a table without groups
+        groups = class_groups(lm, args.groups)
+    else:
+        try:
+            groups = class_groups(lm)
+        except ValueError:
+            groups = {}  # not AVA and no groups file: no grouped mAP
+    if args.plots and args.plot_by == "group" and not groups:
+        raise GroupsFileError(f"--plot-by group needs class groups: the label map {args.label_map} is not the AVA "
+                              "list, give --groups FILE")
     cap = None if (args.no_cap or args.single_label) else 50
     res = evaluate_files(args.gt, args.pred, args.label_map, args.excluded, max_dets_per_kf=cap,
                          iou_threshold=args.iou, single_label=args.single_label, keep_curves=bool(args.plots),
                          protocol=args.protocol)
-    lm = ava_io.read_label_map(args.label_map)
-    try:
-        groups = class_groups(lm, args.groups)
-    except ValueError:
-        groups = {}  # not AVA and no groups file: no grouped mAP
     echo(f"frame-mAP@{args.iou:g} ({args.protocol} protocol): {res.map:.4f}")
     if res.skipped.get("gt") or res.skipped.get("pred"):
         echo(f"skipped rows of classes outside the label map: {res.skipped['gt']} GT, {res.skipped['pred']} predictions")

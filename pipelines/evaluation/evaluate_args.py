@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from stagecache.extract.datasets.tubes_pkl import TUBE_DATASETS
 from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, PROTOCOLS, EvaluateArgs, run_evaluate
+from stagecache.pipelines.evaluation.multisports import MultiSportsEvalArgs, run_multisports_eval
 from stagecache.pipelines.evaluation.tubes import (DEFAULT_TUBE_PROTOCOL, TUBE_PROTOCOLS, VIDEO_IOUS, TubeEvalArgs,
                                                   run_tube_eval)
 
@@ -44,7 +45,8 @@ class EvaluateCommandArgs:
     single_label: bool = field(default=False, metadata={
         "help": "Single-label datasets (JHMDB-21, UCF101-24): each GT box must have one label; no cap."})
     dataset: str = field(default="ava", metadata={
-        "help": "jhmdb / ucf24: --gt is the ACT GT pickle; frame-mAP and video-mAP (pipelines/evaluation/tubes.py).",
+        "help": "jhmdb / ucf24 / multisports: --gt is the GT pickle; frame-mAP and video-mAP "
+                "(pipelines/evaluation/tubes.py, multisports.py: MultiSports' own evaluator).",
         "choices": ["ava", *TUBE_DATASETS]})
     tube_splits: list[int] = field(default_factory=list, metadata={  # empty: split 1
         "help": "jhmdb/ucf24: split of each --pred (default 1).", "option": "--split", "group": _TUBES})
@@ -55,7 +57,8 @@ class EvaluateCommandArgs:
         "help": "jhmdb/ucf24: linked tubes shorter than this many frames are dropped.",
         "show_default": "the protocol's, 15", "group": _TUBES})
     video_ious: tuple[float, ...] = field(default=VIDEO_IOUS, metadata={
-        "help": "jhmdb/ucf24: video-mAP thresholds, comma-separated (video-mAP@0.5:0.95 is always reported).",
+        "help": "jhmdb/ucf24: video-mAP thresholds, comma-separated (video-mAP@0.5:0.95 is always reported); "
+                "multisports: 0.2,0.5 by default (and @0.1:0.9 always).",
         "option": "--video-iou", "sep": ",", "group": _TUBES})
     frame_stride: int = field(default=1, metadata={
         "help": "jhmdb/ucf24: the predictions are on keyframes 1, 1+N, 1+2N, ... (extraction's --frame-stride): "
@@ -81,8 +84,15 @@ class EvaluateCommandArgs:
                              f"{', '.join(TUBE_PROTOCOLS if tube else PROTOCOLS)}")
         self.target()  # its own checks
 
-    def target(self) -> EvaluateArgs | TubeEvalArgs:
+    def target(self) -> EvaluateArgs | TubeEvalArgs | MultiSportsEvalArgs:
         """The arguments of the evaluation this command runs."""
+        if self.dataset == "multisports":  # one protocol: evaluate_multisports.py's (no --split, --protocol)
+            if len(self.pred) != 1 or self.tube_splits not in ([], [1]) or self.protocol is not None:
+                raise ValueError("--dataset multisports takes one --pred (its test videos), no --split or --protocol")
+            return MultiSportsEvalArgs(gt=self.gt, pred=self.pred[0], fps=self.fps, iou=self.iou,
+                                       video_ious=self.video_ious if self.video_ious != VIDEO_IOUS else (0.2, 0.5),
+                                       min_tube_length=self.min_tube_length, frame_stride=self.frame_stride,
+                                       json_path=self.json_path)
         if self.dataset != "ava":
             return TubeEvalArgs(dataset=self.dataset, gt=self.gt, preds=list(self.pred), splits=self.tube_splits or [1],
                                 fps=self.fps, iou=self.iou, min_tube_length=self.min_tube_length,
@@ -98,4 +108,6 @@ def run_evaluate_command(args: EvaluateCommandArgs, echo=print):
     target = args.target()
     if isinstance(target, TubeEvalArgs):
         return run_tube_eval(target, echo=echo)
+    if isinstance(target, MultiSportsEvalArgs):
+        return run_multisports_eval(target, echo=echo)
     return run_evaluate(target, echo=echo)

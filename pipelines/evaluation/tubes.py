@@ -150,14 +150,19 @@ def _tubes_json(res: TubeEvalResult, split: int, path: str) -> dict:
     return {"split": split, "pred": path, "tubes": tubes}
 
 
+def class_table(labels: list[str], cols: list[tuple[str, np.ndarray]], echo) -> None:
+    """Per-class AP table: a row per class, a column per (name, (n_classes,) AP) of `cols`."""
+    width = max(12, *(len(n) for n in labels))
+    echo(f"  {'class':{width}s} " + " ".join(f"{n:>8s}" for n, _ in cols))
+    for i, name in enumerate(labels):
+        echo(f"  {name:{width}s} " + " ".join("     n/a" if np.isnan(a[i]) else f"{a[i] * 100:8.2f}" for _, a in cols))
+
+
 def _class_table(res: TubeEvalResult, echo) -> None:
     cols = [("frame", res.frame_ap)] + [(f"v@{t:g}", a) for t, a in res.video_ap.items()]
     if res.video_ap_050_095 is not None:
         cols.append(("v@.5:.95", res.video_ap_050_095))
-    width = max(12, *(len(n) for n in res.labels))
-    echo(f"  {'class':{width}s} " + " ".join(f"{n:>8s}" for n, _ in cols))
-    for i, name in enumerate(res.labels):
-        echo(f"  {name:{width}s} " + " ".join("     n/a" if np.isnan(a[i]) else f"{a[i] * 100:8.2f}" for _, a in cols))
+    class_table(res.labels, cols, echo)
 
 
 def run_tube_eval(args: TubeEvalArgs, echo=print) -> dict:

@@ -20,7 +20,8 @@ from stagecache.pipelines.launch.executors import (ClusterArgs, LaunchError, Out
 ARRAY = "Job arrays (--executor local / slurm)"  # the --help heading
 IN_PROCESS = "inline"
 # ExtractArgs fields that are paths: made absolute for the tasks, which may start in another directory.
-_PATHS = ("videos", "label_map", "out", "annotations", "proposals", "objects_file", "object_classes", "checkpoint")
+_PATHS = ("videos", "label_map", "out", "annotations", "proposals", "objects_file", "object_classes", "checkpoint",
+          "excluded")
 
 
 @dataclass(kw_only=True)
@@ -64,7 +65,8 @@ class ExtractFeaturesArgs(ExtractArgs, ClusterArgs):
         for name in _PATHS:
             if given[name] is not None:
                 given[name] = str(Path(given[name]).absolute())
-        self.task_kwargs = dict(given, progress=False)
+        # --restart happens once, here, before the array (launch_extract); the tasks resume.
+        self.task_kwargs = dict(given, progress=False, restart=False)
 
 
 def logs_dir(args: ExtractFeaturesArgs) -> Path:
@@ -84,6 +86,7 @@ def launch_extract(args: ExtractFeaturesArgs, echo=print) -> dict:
     "summary", "failed_tasks"} (the last three only after waiting)."""
     logs = logs_dir(args)
     executor = make_executor(args.executor, logs, args, job_name=f"extract-{args.group}")  # refusals first
+    _check_store(args, echo)
     n = args.shards
     before = _size(args.out)
     jobs = submit_array(executor, [Task(extract_shard, args.task_kwargs, f"{i}/{n}") for i in range(n)])
@@ -130,3 +133,15 @@ def format_summary(s: dict) -> str:
 def _size(path: str) -> int:
     root = Path(path)
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+
+
+def _check_store(args: ExtractFeaturesArgs, echo) -> None:
+    """The store's recorded options against these, once before the array (every task would refuse
+    alike), and `--restart` done here so that no task drops another's data."""
+    from stagecache.extract.features_record import StoreState, check_options, restart_groups
+
+    if args.allow_config_mismatch:
+        return
+    drop = check_options(args, StoreState.read(args.out), args.group)
+    if drop:
+        restart_groups(args.out, drop, log=echo)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from stagecache.extract.ava_io import read_label_map
-from stagecache.extract.store import BASE_ARRAYS, StoreError, StoreWriter, format_bytes, open_store
+from stagecache.core.errors import UserError
+from stagecache.extract.store import StoreError, StoreWriter, format_bytes, open_store
 from stagecache.extract.store.io import FRAGMENTS, axis_of
-from stagecache.pipelines.training.split import nonfinite_rows
+from stagecache.pipelines.tools.cache_verify import verify_store  # cache verify's home; re-exported
+
+__all__ = ["CacheInfoArgs", "CacheVerifyArgs", "CacheExportArgs", "CacheImportArgs", "CacheCompactArgs", "store_info",
+           "format_info", "verify_store", "export_h5", "import_h5", "detect_layout", "label_counts"]
 
 STAGE_LAYOUTS = ("stage-i3d", "stage-slowfast", "stage")  # "stage": the old name of "stage-slowfast"
 LAYOUTS = ("stagecache",) + STAGE_LAYOUTS
@@ -31,6 +33,10 @@ _FILE = {"exists": True, "dir_okay": False}
 
 
 # ----------------------------------------------------------------------------- the subcommands' arguments
+class ExportPathError(UserError, ValueError):
+    """`cache export` into a directory that does not exist (or onto a directory where a file goes)."""
+
+
 def _store(help_text: str = "Store path or fsspec URL."):
     return field(metadata={"help": help_text, "argument": True})
 
@@ -46,12 +52,20 @@ class CacheInfoArgs:
     as_json: bool = field(default=False, metadata={"help": "Print the info as JSON instead of a table.",
                                                    "option": "--json"})
 
+    def __post_init__(self):
+        if os.path.isfile(self.store):  # a CSV or an .h5 given for the store: say so, not NotADirectoryError
+            raise StoreError(f"{self.store}: a file, not a feature store (a store is a directory holding zarr.json)")
+
 
 @dataclass
 class CacheVerifyArgs:
     store: str = _store()
     label_map: str | None = field(default=None, metadata={
         "help": "Also check the store's label ids against this pbtxt (default: no check).", "path": _FILE})
+    repair: bool = field(default=False, metadata={
+        "help": "Drop each damaged fragment (missing, resized or corrupt files) with its commit unit, so a resumed "
+                "extraction or import redoes just those videos."})
+    progress: bool = field(default=True, metadata={"help": "Hide the progress bar.", "off": "--no-progress"})
 
 
 @dataclass
@@ -72,6 +86,15 @@ class CacheExportArgs:
 
     def __post_init__(self):
         _check_choice(self.layout, LAYOUTS, "layout")
+        # Files are written into existing directories (stage-i3d's OUT is a directory it creates).
+        files = ([] if self.layout == "stage-i3d" else [("OUT", self.out)]) + [("--objects", self.objects)]
+        for what, p in files:
+            if p is None:
+                continue
+            parent = os.path.dirname(os.path.abspath(p))
+            if os.path.isdir(p) or not os.path.isdir(parent):
+                raise ExportPathError(f"{what} {p}: " + (f"is a directory, give a file name for --layout {self.layout}"
+                                                         if os.path.isdir(p) else f"directory {parent} does not exist"))
 
 
 @dataclass
@@ -148,7 +171,14 @@ def store_info(path: str) -> dict:
                      "fragments": len(st.fragments.get(g, [])), "arrays": arrays}
     return {"path": st.path, "attrs": st.attrs, "videos": len(st.videos), "keyframes": st.num_keyframes,
             "actors": st.num_actors, "objects": st.num_objects, "files": nfiles, "bytes": total, "groups": groups,
-            "labels": label_counts(st)}
+            "labels": label_counts(st), "memory": _memory_by_head(st)}
+
+
+def _memory_by_head(st) -> dict:
+    """Per head, a split's in-memory size: resident, and the least streamed (train-head --memory-budget)."""
+    from stagecache.pipelines.training.split import memory_by_head
+
+    return memory_by_head(st)
 
 
 def label_counts(st) -> list[dict]:
@@ -177,103 +207,11 @@ def format_info(info: dict) -> str:
         lines.append(f"  group {g}: {gi['videos']} videos in {gi['fragments']} fragment(s){extra}  attrs={json.dumps(attrs)}")
         for n, ai in gi["arrays"].items():
             lines.append(f"    {n:<18} {ai['dtype']:<8} {str(tuple(ai['shape'])):<22} {format_bytes(ai['bytes'])}")
+    if info.get("memory"):
+        lines.append("  in memory as a split, per head (resident / least streamed, all actors; train-head --memory-budget):")
+        lines += [f"    {h:<10} {format_bytes(m['resident']):>12} / {format_bytes(m['streamed_min'])}"
+                  for h, m in info["memory"].items()]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- verify
-def verify_store(path: str, *, label_map: str | None = None) -> list[str]:
-    """Every problem found (empty list: the store is sound)."""
-    from stagecache.extract.store.commit import Commits
-
-    try:
-        with warnings.catch_warnings():  # what open_store warns about is reported below
-            warnings.simplefilter("ignore")
-            st = open_store(path)
-        c = Commits(st.loc)
-    except StoreError as e:
-        return [str(e)]
-    problems: list[str] = []
-    for m in c.lost():
-        fid = m["fragment"]
-        problems.append(f"commits/{fid}.json: committed but its data fragments/{fid} is missing "
-                        f"({len(m['videos'])} video(s) of group {m['group']}, first {m['videos'][:3]}); "
-                        f"`cache compact` removes the manifest, then rerun the extraction")
-    for g, dups in sorted(st.duplicates.items()):
-        problems.append(f"group {g}: {len(dups)} video(s) stored more than once (first: {dups[:3]}), e.g. by two "
-                        f"writers of one shard; readers use the first copy, `cache compact` drops the others")
-    if not st.fragments:
-        problems.append(f"no video committed in any group (declared: {sorted(st.groups)}): every video failed, "
-                        f"or the writer was killed before its first commit")
-        return problems
-    a = st.attrs
-    if len(a["label_ids"]) != len(a["label_names"]):
-        problems.append(f"root: {len(a['label_ids'])} label_ids but {len(a['label_names'])} label_names")
-    if label_map is not None:
-        lm = read_label_map(label_map)
-        if list(lm.ids) != list(a["label_ids"]):
-            problems.append(f"label ids {a['label_ids'][:5]}... ({len(a['label_ids'])}) differ from {label_map} "
-                            f"({lm.ids[:5]}..., {len(lm.ids)})")
-    if "base" not in st.fragments:
-        problems.append("no base group (boxes, labels): nothing to train on")
-    for g in sorted(st.groups):
-        miss = st.missing(g)
-        if g not in st.fragments:
-            problems.append(f"group {g}: declared but no video committed")
-            continue
-        if miss:
-            problems.append(f"group {g}: {len(miss)} of {len(st.videos)} videos missing (first: {miss[:3]})")
-            continue
-        try:
-            st._check_group(g)
-            info = st.array_info(g)
-        except StoreError as e:
-            problems.append(str(e))
-            continue
-        if g == "base":
-            absent = [n for n in BASE_ARRAYS if n not in info]
-            if absent:
-                problems.append(f"group base lacks arrays {absent}")
-        for n in sorted(info):
-            problems += _check_array(st, g, n)
-    if not problems:
-        t = st.load({})
-        for name, off, total in (("actor", t.kf_actor_offset, st.num_actors), ("object", t.kf_object_offset, st.num_objects)):
-            d = np.diff(off.numpy())
-            if off[0] != 0 or off[-1] != total or (d < 0).any():
-                problems.append(f"kf_{name}_offset is not monotone from 0 to {total}")
-        kv, kt = t.kf_video.numpy(), t.kf_time.numpy()
-        bad = np.nonzero((np.diff(kv) == 0) & (np.diff(kt) <= 0))[0]
-        if len(bad):
-            problems.append(f"video {st.videos[kv[bad[0]]]}: timestamps not increasing")
-    return problems
-
-
-def _row_video(st, axis: str, row: int) -> str:
-    kf = row if axis == "kf" else int(np.searchsorted((st._kf_act if axis == "actor" else st._kf_obj), row, "right") - 1)
-    return st.videos[int(st._kf_video[kf])]
-
-
-def _check_array(st, g: str, n: str) -> list[str]:
-    t = st.load({g: [n]}).data[f"{g}/{n}"]
-    x, ax = t.numpy(), axis_of(n)
-    out = []
-    count, r = nonfinite_rows(t)
-    if count:
-        out.append(f"{g}/{n}: {count} row(s) with NaN/Inf (first in video {_row_video(st, ax, r)}, row {r})")
-    if n.endswith("_box") and len(x):
-        xf = x.astype(np.float64)
-        bad = ((xf < 0) | (xf > 1)).any(1) | (xf[:, 0] > xf[:, 2]) | (xf[:, 1] > xf[:, 3])
-        if bad.any():
-            r = int(np.argmax(bad))
-            out.append(f"{g}/{n}: {int(bad.sum())} box(es) outside [0,1] or with x1>x2 / y1>y2 "
-                       f"(first in video {_row_video(st, ax, r)}: {x[r].tolist()})")
-    if n.endswith("_labels"):
-        L = len(st.attrs["label_ids"])
-        if x.ndim != 2 or x.shape[1] != L:
-            out.append(f"{g}/{n}: {x.shape[1:]} columns but the label map has {L}")
-        elif x.size and x.max() > 1:
-            out.append(f"{g}/{n}: values other than 0/1")
-    return out
 
 
 # ----------------------------------------------------------------------------- HDF5 export / import
@@ -333,6 +271,8 @@ def import_h5(src: str, path: str, *, layout: str = "auto", split: str | None = 
     if layout == "stagecache":
         if objects:
             raise StoreError(f"{src}: --objects applies to STAGE layouts only; a stagecache export holds its objects")
+        if log is not None:
+            log(f"importing {src} (stagecache layout) into {path}: every group, committed when all is written")
         with h5py.File(src, "r") as f:
             _import_stagecache(f, src, path, rank)
         return layout

@@ -26,8 +26,11 @@ from pathlib import Path
 
 import yaml
 
+from stagecache.pipelines.tools.demo_multisports import print_multisports_report, run_multisports_demo
 
-DEMO_DATASETS = ("ava", "jhmdb")  # the keys of DEMOS, which is defined after the demos (test_options checks)
+
+# the keys of DEMOS, which is defined after the demos (test_options checks)
+DEMO_DATASETS = ("ava", "jhmdb", "multisports")
 
 
 @dataclass
@@ -50,7 +53,8 @@ class DemoArgs:
     dataset: str = field(default="ava", metadata={
         "help": "jhmdb: JHMDB-format synthetic data (GT pickle + frame folders; --videos per class, "
                 "<= 12 frames, --feature-videos per class x --keyframes-per-video frames at feature level), "
-                "frame-mAP and video-mAP.", "choices": DEMO_DATASETS})
+                "frame-mAP and video-mAP. multisports: MultiSports-format data (--videos per sport), its own "
+                "evaluator (pipelines/tools/demo_multisports.py).", "choices": DEMO_DATASETS})
 
     def __post_init__(self):
         if self.dataset not in DEMOS:
@@ -147,26 +151,61 @@ def run_demo(args: DemoArgs) -> dict:
     return report
 
 
+def text_table(header: list[str], rows: list[list], indent: str = "  ") -> str:
+    """A plain-text table for the console: the first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    line = lambda r: indent + "  ".join(c.ljust(w) if j == 0 else c.rjust(w)  # noqa: E731
+                                        for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return "\n".join([line(cells[0]), indent + "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def _count(v) -> int:
+    return len(v) if isinstance(v, (list, tuple, dict)) else int(v or 0)  # the summary lists failed videos
+
+
+def ablation_table(result: dict) -> str:
+    """The ablation's configurations: val frame-mAP (%, mean ± std over seeds) overall and per class group."""
+    from stagecache.pipelines.ablation.report import GROUP_ORDER, by_config, fmt
+
+    rep = result["report"]
+    groups = [g for g in GROUP_ORDER if g in rep["groups"]] + [g for g in rep["groups"] if g not in GROUP_ORDER]
+    rows = []
+    for cfg, rs in by_config(rep["rows"]).items():
+        done = sum(r["status"] == "done" for r in rs)
+        rows.append([rs[0]["label"] or cfg, f"{done}/{len(rs)}", fmt([r["val_map"] for r in rs]),
+                     *(fmt([r["groups"].get(g, float("nan")) for r in rs]) for g in groups)])
+    return text_table(["configuration", "seeds", "mAP", *groups], rows)
+
+
 def print_report(report: dict, echo=print) -> None:
+    if report.get("dataset") == "multisports":
+        return print_multisports_report(report, echo)
     if report.get("dataset", "ava") != "ava":
         return print_tube_report(report, echo)
     out = Path(report["out"])
     echo("")
     echo("stagecache demo: done in {:.0f} s".format(report["seconds"]))
     echo("")
-    echo("Stage 1 (random-init SlowFast R50 on synthetic videos; meaningless features, real pipeline):")
-    for split in ("train", "val"):
-        s = report[f"extract_{split}"]
-        echo(f"  {split}: " + ", ".join(f"{k} {s[k]}" for k in ("videos", "done", "failed", "keyframes", "boxes") if k in s))
-    for head, m in report["video_runs"].items():
-        echo(f"  {head:>6} val frame-mAP {m * 100:.1f}")
+    echo("Stage 1: features of the synthetic videos (random-init SlowFast R50: meaningless features, real pipeline)")
+    echo(text_table(["split", "videos", "keyframes", "boxes", "objects", "failed"],
+                    [[split, s.get("videos", 0), s.get("keyframes", 0), s.get("boxes", 0), s.get("objects", 0),
+                      _count(s.get("failed"))] for split in ("train", "val") for s in [report[f"extract_{split}"]]]))
     echo("")
-    echo("Ablation on the synthetic relational store:")
-    md = out / "ablation" / "results.md"
-    if md.exists():
-        echo(md.read_text())
-    echo(f"Results: {out / 'ablation'} (results.csv, results.md, gain_*.png)")
-    echo(f"Runs:    {out / 'runs'} and {out / 'ablation' / 'runs'}")
+    echo("Stage 2: heads trained on those features")
+    echo(text_table(["head", "val frame-mAP (%)"], [[h, f"{m * 100:.1f}"] for h, m in report["video_runs"].items()]))
+    echo("")
+    echo("Ablation on the synthetic relational store (val frame-mAP %, best epoch; per class group):")
+    echo(ablation_table(report["ablation"]))
+    echo("")
+    abl = out / "ablation"
+    plots = report["ablation"]["report"].get("plots", [])
+    echo(f"Tables:  {abl / 'results.md'} and {abl / 'results.csv'}")
+    if plots:
+        echo(f"Plots:   per-class AP gain over {report['ablation']['report']['baseline']}:")
+        for p in plots:
+            echo(f"           {abl / p}")
+    echo(f"Runs:    {out / 'runs'} and {abl / 'runs'} (each: config.json, train.log, curves.png, per_class_ap.json)")
     echo(f"Stores:  {out / 'cache'}   (inspect with: cache info {out / 'cache' / 'train.zarr'})")
 
 
@@ -261,4 +300,4 @@ def print_tube_report(report: dict, echo=print) -> None:
     echo(f"Stores:  {out / 'cache'} and {out / 'features'}")
 
 
-DEMOS = {"ava": run_demo, "jhmdb": run_tube_demo}
+DEMOS = {"ava": run_demo, "jhmdb": run_tube_demo, "multisports": run_multisports_demo}

@@ -19,62 +19,41 @@ detected persons of every clip; with GT boxes in the bank, training sees the ann
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from stagecache.core.boxes import BOX_SETS, check_box_set
+from stagecache.core.boxes import check_box_set
 from stagecache.extract.store import write_group
+from stagecache.pipelines.training.acfb_args import DEFAULT_GROUP  # WriteBankArgs: the command's, torch-free module
 from stagecache.pipelines.training.run_dir import load_trained
 from stagecache.pipelines.training.run_eval import run_head
 from stagecache.pipelines.training.split import SplitSpec, open_run_splits
 from stagecache.pipelines.training.steps import SplitContext, resolve_device
 
-DEFAULT_GROUP = "acfb"
 
-
-@dataclass
-class WriteBankArgs:
-    """Arguments of `write-bank` (one `write_relation_bank` per store); each field's metadata is its
-    CLI option (pipelines/commands/options.py)."""
-
-    run_dir: str = field(metadata={"help": "Run directory of a bank-free acar head (train-head --head acar).",
-                                   "option": "--run"})
-    stores: list[str] = field(metadata={
-        "help": "Feature store to write the bank into; repeat for the train and the val store.", "option": "--store"})
-    group: str = field(default=DEFAULT_GROUP, metadata={
-        "help": "Name of the derived store group (pass it to train-head --bank-group)."})
-    boxes: str = field(default="gt+proposals", metadata={
-        "help": "Actors whose first-order maps are stored (others get zeros and are refused by training).",
-        "choices": BOX_SETS})
-    score_threshold: float = field(default=0.8, metadata={"help": "Minimum proposal score of the stored actors."})
-    checkpoint: str = field(default="best.pt", metadata={"help": "Checkpoint file in the run directory."})
-    batch_size: int = field(default=64, metadata={"help": "Keyframes per forward pass."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
-    progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
-
-    def __post_init__(self):
-        self.stores = list(self.stores)
-        if not self.stores:
-            raise ValueError("give at least one store")
-        check_box_set(self.boxes)
-        if self.group == "base":
-            raise ValueError("the bank cannot be written into the 'base' group")
-
-
-def relation_maps(head, g, batch_size: int, device: torch.device, amp: bool = True,
+def relation_maps(head, data, batch_size: int, device: torch.device, amp: bool = True,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-order maps of every actor of a GraphData. Returns (rows into g (N,), maps (N, C, H, W)) on CPU.
+    """First-order maps of every actor of a loaded split (`split.Split`, resident or streamed).
+    Returns (rows into its graph (N,), maps (N, C, H, W)) on CPU.
 
     First-order maps depend on an actor's own keyframe only, so batches need no temporal context
     (radius 0: every actor of a batch is a query)."""
-    queries = g.query_keyframes()
+    queries = data.graph.query_keyframes()
     if len(queries) == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    return run_head(head, SplitContext(g, 0.0, device, amp), queries, batch_size=batch_size, progress=progress,
+    return run_head(head, SplitContext.of(data, 0.0, device, amp), queries, batch_size=batch_size, progress=progress,
                     desc="first-order maps", fn=head.first_order_maps)
+
+
+def check_stores(stores: list[str]) -> None:
+    """Every store opens and its files are sound (sizes, metadata against the manifests), before
+    `write-bank` writes into any: a bad second store must not leave a bank in the first only."""
+    from stagecache.extract.store import open_store
+
+    for store in stores:
+        open_store(store).check_files()  # StoreError (one line) naming the store and the file
 
 
 def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GROUP, *, boxes: str = "gt+proposals",
@@ -98,7 +77,7 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
     st, g = data.store, data.graph
     if g.num_actors == 0:
         raise ValueError(f"store {store}: no actors selected with boxes={boxes}, score_threshold={score_threshold}")
-    rows, maps = relation_maps(head, g, batch_size, dev, progress=progress)
+    rows, maps = relation_maps(head, data, batch_size, dev, progress=progress)
     store_rows = g.actor_row.cpu()[rows].numpy()
     out = np.zeros((st.num_actors,) + tuple(maps.shape[1:]), dtype=np.float16)  # (A_store, C, H, W)
     out[store_rows] = maps.numpy().astype(np.float16)

@@ -35,6 +35,7 @@ from stagecache.pipelines.training import losses
 from stagecache.pipelines.training.run_dir import RunDir, RunExistsError, load_trained
 from stagecache.pipelines.training.split import SplitSpec, open_run_splits
 from stagecache.pipelines.training.run_eval import EvalContext, eval_groups, evaluate_head, gt_for_eval
+from stagecache.pipelines.training.val_exclusions import val_exclusions
 from stagecache.pipelines.training.steps import LossContext, SplitContext, resolve_device, seed_everything, train_epoch
 
 DEFAULT_EPOCHS = 5  # the report gives no number
@@ -98,15 +99,19 @@ def retrain_classifier_balanced(run_dir: str | Path, *, epochs: int = DEFAULT_EP
     radius = float(cfg["temporal_radius"])
     train_data, val_data = open_run_splits(
         run, cfg, head, [SplitSpec(cfg["train_store"], "train", cfg["train_boxes"], cfg["train_score_threshold"]),
-                         SplitSpec(cfg["val_store"], "val", cfg["val_boxes"], cfg["val_score_threshold"])], dev)
-    train_tables, train_g = train_data.tables, train_data.graph
-    val_store, val_tables, val_g = val_data.store, val_data.tables, val_data.graph
+                         SplitSpec(cfg["val_store"], "val", cfg["val_boxes"], cfg["val_score_threshold"])], dev,
+        memory_budget=cfg.get("memory_budget", ""), split_source=cfg.get("split_source", "auto"))
+    train_g = train_data.graph  # labels and keyframes of every actor: the sampling weights
+    val_store, val_tables = val_data.store, val_data.tables
     label_ids, eval_ids = cfg["label_ids"], cfg["eval_label_ids"]
-    train_split = SplitContext(train_g, radius, dev, cfg["amp"], train_tables)
-    val_split = SplitContext(val_g, radius, dev, cfg["amp"], val_tables)
+    train_split = SplitContext.of(train_data, radius, dev, cfg["amp"])  # resident or streamed (sources.py)
+    val_split = SplitContext.of(val_data, radius, dev, cfg["amp"])
     loss = LossContext(cfg["loss"], losses.pose_columns(label_ids, cfg["pose_ids"]), aux=False)
+    # Scored without the keyframes the run it retrains left out (its config's `excluded`), as that run was.
+    exc = cfg.get("excluded")
+    excluded = val_exclusions(exc["file"] if exc["source"] == "option" else None, val_store, val_tables) if exc else None
     ev = EvalContext(gt_for_eval(val_tables, label_ids), label_ids, eval_ids, cfg["max_dets_per_kf"],
-                     batch_size=max(cfg["batch_size"], 64))
+                     batch_size=max(cfg["batch_size"], 64), excluded_kf=excluded.keyframes if excluded else None)
     groups = eval_groups(val_store, label_ids)
 
     queries = train_g.query_keyframes()

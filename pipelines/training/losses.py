@@ -1,11 +1,18 @@
 """Classification losses and the matching score functions, chosen by name."""
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from stagecache.core.errors import UserError
+
+
+class PoseIdsError(UserError, ValueError):
+    """--pose-ids that cannot work with the loss or the store's classes."""
 
 
 def bce(logits: Tensor, target: Tensor, pose_cols: Tensor) -> Tensor:
@@ -59,6 +66,26 @@ def scores(logits: Tensor, loss: str, pose_cols: Tensor) -> Tensor:
 def pose_columns(label_ids: list[int], pose_ids: list[int]) -> Tensor:
     """Columns of the pose classes in label_ids; pose ids not among the store's classes are ignored, as in training."""
     return torch.tensor([label_ids.index(i) for i in pose_ids if i in label_ids], dtype=torch.long)
+
+
+def check_pose_ids(loss: str, pose_ids: list[int], label_ids: list[int], store: str) -> None:
+    """`--pose-ids` against the loss and the store's label ids, before training: pose_softmax without
+    any pose class of the store would silently be BCE, so it is refused; ids the store lacks among
+    some it has are ignored with a warning (AVA's "1-14" on the 60-class list, which has no 2)."""
+    if loss != "pose_softmax":
+        if pose_ids:
+            warnings.warn(f"--pose-ids {','.join(map(str, pose_ids))} are ignored: only --loss pose_softmax uses them",
+                          stacklevel=2)
+        return
+    if not pose_ids:
+        raise PoseIdsError("--loss pose_softmax needs --pose-ids (the pose class ids, AVA: 1-14)")
+    missing = [i for i in pose_ids if i not in label_ids]
+    if len(missing) == len(pose_ids):
+        raise PoseIdsError(f"--pose-ids {','.join(map(str, pose_ids))}: none is a class of store {store} "
+                           f"({len(label_ids)} classes, ids {','.join(map(str, label_ids[:20]))}{' ...' if len(label_ids) > 20 else ''})")
+    if missing:
+        warnings.warn(f"--pose-ids {','.join(map(str, missing))} are not classes of store {store}: ignored; the "
+                      f"softmax covers {','.join(str(i) for i in pose_ids if i in label_ids)}", stacklevel=2)
 
 
 def get_loss(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:

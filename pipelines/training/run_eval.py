@@ -14,6 +14,7 @@ from stagecache.extract.datasets.tubes_pkl import (TUBE_DATASETS, TubeFormatErro
                                                    read_tube_pickle, timestamp_frame)
 from stagecache.pipelines.training import losses
 from stagecache.pipelines.evaluation.ava import DEFAULT_LABEL_MAP, EvalResult, class_groups, frame_map
+from stagecache.pipelines.evaluation.multisports import evaluate_multisports
 from stagecache.pipelines.evaluation.tubes import DEFAULT_TUBE_PROTOCOL, tube_frame_map
 from stagecache.pipelines.training.steps import LossContext, SplitContext
 
@@ -23,15 +24,18 @@ def run_head(head, split: SplitContext, queries: torch.Tensor | None = None, *, 
              progress: bool = False, desc: str = "predict", fn=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of every actor of the query keyframes (default: every keyframe with a selected
     actor), or `fn(x)` (e.g. `head.first_order_maps`) in their place. Returns (rows into the
-    split's graph, outputs (N, ...)) on CPU."""
+    split's graph, outputs (N, ...)) on CPU. Only the batches' tensors are read, never the graph's
+    features: a streamed split runs the same way."""
     head.eval()
     g, device = split.graph, split.device
     queries = g.query_keyframes() if queries is None else queries
     fn = head if fn is None else fn
     rows_out, logits_out = [], []
-    for start in tqdm(range(0, len(queries), batch_size), desc=desc, disable=not progress, leave=False):
-        x, rows = g.batch(queries[start : start + batch_size], split.radius)
-        x = x.to(device)
+    # Batches from the split's source (resident or streamed: the same batches either way).
+    batches = list(queries.cpu().split(batch_size))
+    for b in tqdm(split.feed.batches(batches, split.radius, device=device), total=len(batches), desc=desc,
+                  disable=not progress, leave=False):
+        x, rows = b.x, b.rows
         with torch.autocast(device.type, enabled=split.amp and device.type == "cuda"):
             logits = fn(x)
         rows_out.append(rows[x.is_query.to(rows.device)].cpu())
@@ -99,7 +103,8 @@ def gt_for_eval(tables, label_ids: list[int]) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class TubeTarget:
-    """A JHMDB-21 / UCF101-24 val store scored as `evaluate --dataset` scores its predictions CSV."""
+    """A JHMDB-21 / UCF101-24 / MultiSports val store scored as `evaluate --dataset` scores its
+    predictions CSV (frame-mAP; `protocol`: moc / act, or multisports for MultiSports' stores)."""
 
     gt: TubeGT
     split: int
@@ -131,7 +136,9 @@ def tube_target(store, tables, gt_path: str) -> TubeTarget:
     fps = float(base.get("fps") or next(s.fps for s in TUBE_DATASETS.values() if s.splits == len(gt.test_videos)))
     frames = timestamp_frame(tables.kf_time.numpy(), fps)
     stride = int(np.gcd.reduce(frames - 1)) if len(frames) else 1
-    return TubeTarget(gt, split, fps, max(stride, 1))
+    # MultiSports' own frame-mAP (VOC AP, its matching: pipelines/evaluation/multisports.py) for its stores.
+    protocol = "multisports" if base.get("dataset") == "multisports" else DEFAULT_TUBE_PROTOCOL
+    return TubeTarget(gt, split, fps, max(stride, 1), protocol)
 
 
 def tube_metric_note(target: TubeTarget | None, tube_store: bool) -> str:
@@ -157,6 +164,8 @@ class EvalContext:
     max_dets_per_kf: int | None
     batch_size: int
     tube: TubeTarget | None = None  # a tube dataset's val store: scored as evaluate --dataset
+    # (E,) val keyframe indices scored as evaluate --excluded does (pipelines/training/val_exclusions.py)
+    excluded_kf: np.ndarray | None = None
 
 
 def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext):
@@ -172,7 +181,7 @@ def evaluate_head(head, split: SplitContext, loss: LossContext, ev: EvalContext)
     result = frame_map(
         gt["kf"][keep], gt["box"][keep], gt["class"][keep],
         det["kf"], det["box"], det["class"], det["score"],
-        class_ids=ev.eval_ids, max_dets_per_kf=ev.max_dets_per_kf,
+        class_ids=ev.eval_ids, max_dets_per_kf=ev.max_dets_per_kf, excluded_kf=ev.excluded_kf,
     )
     return result, det
 
@@ -182,8 +191,12 @@ def tube_result(ev: EvalContext, tables, det: dict) -> EvalResult:
     (`det_predictions`: the CSV reads back to the same values)."""
     t = ev.tube
     pred = det_predictions(det, tables)
-    ap = tube_frame_map(t.gt, t.split, pred, fps=t.fps, source="val predictions", protocol=t.protocol,
-                        frame_stride=t.frame_stride)
+    if t.protocol == "multisports":
+        ap = evaluate_multisports(t.gt, pred, fps=t.fps, source="val predictions", video_ious=(), all_ious=False,
+                                  frame_stride=t.frame_stride).frame_ap
+    else:
+        ap = tube_frame_map(t.gt, t.split, pred, fps=t.fps, source="val predictions", protocol=t.protocol,
+                            frame_stride=t.frame_stride)
     per = {i: float(ap[i - 1]) for i in ev.eval_ids}
     vals = [v for v in per.values() if not np.isnan(v)]
     return EvalResult(map=float(np.mean(vals)) if vals else float("nan"), per_class=per)

@@ -20,45 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from stagecache.core.boxes import select_actors
-from stagecache.core.errors import UserError
 from stagecache.extract.store import LEVEL_OF_ARRAY, LEVELS, open_store
-from stagecache.extract.store.io import axis_of
 from stagecache.heads import Head
-from stagecache.pipelines.training.split_batches import BANK_MAPS, GraphData, build_graph_data
+from stagecache.pipelines.training.sources import NonFiniteError, PreflightError
+from stagecache.pipelines.training.split_read import (ReadPlan, Split, SplitSpec, check_finite, load_resident,
+                                                      load_splits, nonfinite_rows, split_size)
 
-
-class PreflightError(UserError, ValueError):
-    """A run that cannot work with the stores / options given."""
-
-
-class NonFiniteError(UserError, ValueError):
-    """A loaded float array holds NaN or Inf (one line: store, group, array, first row, video)."""
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """How a run reads one store: which actors (`boxes`, `score_threshold`); `role` ("train",
-    "val", "predict") leads every message about the store."""
-
-    path: str
-    role: str
-    boxes: str
-    score_threshold: float
-
-
-@dataclass
-class Split:
-    """One loaded split: the store, its tables (`FeatureStore.load`) and the run's tensors."""
-
-    spec: SplitSpec
-    store: object  # extract.store.FeatureStore
-    tables: object  # extract.store.Tables
-    graph: GraphData
-
+# Re-exported: the names every caller of a split imports from here.
+__all__ = ["PreflightError", "NonFiniteError", "SplitSpec", "Split", "ReadPlan", "check_training_stores",
+           "open_run_splits", "check_predict", "load_split", "check_finite", "nonfinite_rows"]
 
 # ----------------------------------------------------------------------------- what a head reads
 
@@ -88,6 +61,7 @@ def backbone_groups(store, wanted: Sequence[str], role: str = "") -> list[str]:
             raise PreflightError(f"{lead} {store.path}: no group {missing[0]!r} with array actor_pooled "
                                  f"(--backbone); groups with features: {sorted(have) or 'none'}")
         return list(wanted)
+    have = [g for g in have if "layer_of" not in store.groups.get(g, {})] or have  # not extract --layers' groups
     if len(have) != 1:
         raise PreflightError(f"{lead} {store.path}: holds the features of {sorted(have) or 'no backbone group'}"
                              f"; choose with --backbone")
@@ -180,95 +154,19 @@ def _check_same(used: dict[str, dict[str, list[str]]], stores: dict) -> None:
 # ----------------------------------------------------------------------------- loading
 
 
-def nonfinite_rows(t: torch.Tensor) -> tuple[int, int]:
-    """(number of rows of `t` holding a NaN/Inf, the first such row; -1 if none). A whole-array
-    min and max first (NaN and +-Inf reach them): one pass and no mask in the usual all-finite
-    case, ~10x faster than `isfinite` on float16 (torch 2.14, CPU); rows are located only then."""
-    if t.numel() == 0 or not t.is_floating_point():
-        return 0, -1
-    lo, hi = torch.aminmax(t)
-    if bool(torch.isfinite(lo) & torch.isfinite(hi)):
-        return 0, -1
-    rows = torch.nonzero(~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)).flatten()
-    return len(rows), int(rows[0])
-
-
-def check_finite(tables, path: str, role: str = "") -> None:
-    """Every float array of `tables` (a store's load) is finite, else `NonFiniteError` naming the
-    store (`role`, e.g. "train", leads the message), group, array, rows, first video and timestamp."""
-    for key, t in tables.data.items():
-        count, row = nonfinite_rows(t)
-        if not count:
-            continue
-        g, n = key.split("/", 1)
-        axis = axis_of(n)
-        k = row if axis == "kf" else int({"actor": tables.actor_kf, "object": tables.object_kf}[axis][row])
-        video = tables.video_names[int(tables.kf_video[k])]
-        raise NonFiniteError(
-            f"{role + ' ' if role else ''}store {path}: group {g}, array {n}: {count} row(s) with NaN/Inf (first: row "
-            f"{row}, video {video}, timestamp {float(tables.kf_time[k]):g}); re-extract those videos")
-
-
-def load(store, spec: SplitSpec, *, groups: Sequence[str], levels: Sequence[str], device: torch.device,
-         combine: str = "mean", bank_group: str = "", num_object_classes: int = 0, objects: bool = True) -> Split:
-    """Load what a head needs of an opened store (its `levels`, the `bank_group` of a bank head, the
-    object features only with `objects`), check that its float arrays are finite, and select the
-    actors of `spec`. Without `objects` the objects keep their boxes and classes, with 0-d features."""
-    select = {"base": None if objects else [n for n in store.array_info("base") if n != "object_feature"]}
-    for g in groups:  # None above: every array of the group
-        select[g] = ["actor_pooled"] + [lv for lv in levels if lv in store.array_info(g)]
-    if "tracks" in store.groups:
-        select["tracks"] = ["actor_track"]
-    if bank_group:
-        if bank_group not in store.groups or "actor_maps" not in store.array_info(bank_group):
-            raise PreflightError(f"store {store.path} has no {bank_group}/actor_maps; write the bank first "
-                                 f"(write-bank --run <bank-free run> --store {store.path} --group {bank_group})")
-        select[bank_group] = ["actor_maps"] + (
-            ["actor_in_bank"] if "actor_in_bank" in store.array_info(bank_group) else [])
-    tables = store.load(select)
-    check_finite(tables, store.path, spec.role)  # on what was read: one read of the store, before any write
-    sel = select_actors(tables.data["base/actor_is_gt"].bool().numpy(), tables.data["base/actor_score"].float().numpy(),
-                        boxes=spec.boxes, score_threshold=spec.score_threshold)
-    g = build_graph_data(
-        tables, backbones=list(groups), combine=combine, select=sel, levels=frozenset(levels),
-        track_array="tracks/actor_track" if "tracks" in store.groups else "base/actor_track",
-        num_object_classes=num_object_classes if objects else 0,
-        device=device if _fits(tables, device) else torch.device("cpu"),
-    )
-    if bank_group:
-        _attach_bank(g, tables, bank_group, sel, store.path)
-    return Split(spec, store, tables, g)
-
-
 def load_split(spec: SplitSpec, *, levels: Sequence[str], device: torch.device, backbones: Sequence[str] = (),
-               combine: str = "mean", bank_group: str = "", num_object_classes: int = 0, objects: bool = True) -> Split:
-    """One store opened and loaded as `load` does, without a run's checks (benchmarks, tests)."""
+               combine: str = "mean", bank_group: str = "", num_object_classes: int = 0, objects: bool = True,
+               source: str = "resident", budget: int = 0) -> Split:
+    """One store opened and loaded resident (or, with `source` "streamed", streamed within `budget`
+    bytes of chunks), without a run's checks (benchmarks, tests)."""
+    from stagecache.pipelines.training.split_read import load_streamed
+
     store = open_store(spec.path)
-    return load(store, spec, groups=backbone_groups(store, backbones, spec.role), levels=levels, device=device,
-                combine=combine, bank_group=bank_group, num_object_classes=num_object_classes, objects=objects)
-
-
-def _attach_bank(g: GraphData, tables, group: str, sel: np.ndarray, path: str) -> None:
-    """Put the stored relation maps of the selected actors into g.actor_extras["bank_maps"]; every
-    batch then carries them with their keyframes (GraphData.batch adds "bank_kf")."""
-    sel_t = torch.from_numpy(np.asarray(sel, dtype=bool))
-    written = tables.data.get(f"{group}/actor_in_bank")
-    if written is not None:
-        missing = sel_t & ~written.bool()
-        if missing.any():
-            raise PreflightError(f"store {path}: {int(missing.sum())} of the selected actors have no entry in "
-                                 f"{group}/actor_maps (it was written for other boxes or a lower score threshold); "
-                                 "rewrite the bank with write-bank --boxes gt+proposals and a threshold at most this run's")
-    g.actor_extras[BANK_MAPS] = tables.data[f"{group}/actor_maps"][sel_t].to(g.device)  # (A, C, H, W)
-
-
-def _fits(tables, device: torch.device) -> bool:
-    """Keep the whole split on the GPU when it takes under 60% of the free memory."""
-    if device.type != "cuda":
-        return True
-    need = sum(t.numel() * t.element_size() for t in tables.data.values())
-    free, _ = torch.cuda.mem_get_info(device)
-    return need < 0.6 * free
+    plan = ReadPlan(backbone_groups(store, backbones, spec.role), list(levels), combine, bank_group,
+                    num_object_classes, objects)
+    if source == "streamed":
+        return load_streamed(store, spec, plan, device, budget)
+    return load_resident(store, spec, plan, device)
 
 
 # ----------------------------------------------------------------------------- the entry points
@@ -291,12 +189,14 @@ class TrainingStores:
     combine: str
     bank_group: str
 
-    def load(self, device: torch.device) -> list[Split]:
-        """The splits, in the order of `specs`: every float array read checked finite."""
-        return [load(store, spec, groups=groups, levels=self.levels, device=device, combine=self.combine,
-                     bank_group=self.bank_group, num_object_classes=self.num_object_classes,
-                     objects=reads_objects(self.head))
-                for spec, store, groups in zip(self.specs, self.stores, self.groups)]
+    def load(self, device: torch.device, *, memory_budget: str = "", split_source: str = "auto",
+             say=None) -> list[Split]:
+        """The splits, in the order of `specs`, each resident or streamed (`split_read.load_splits`:
+        --memory-budget, --split-source); every float array read checked finite."""
+        plans = [ReadPlan(groups, self.levels, self.combine, self.bank_group, self.num_object_classes,
+                          reads_objects(self.head)) for groups in self.groups]
+        return load_splits(list(zip(self.stores, self.specs, plans)), device, memory_budget=memory_budget,
+                           split_source=split_source, say=say)
 
 
 def check_training_stores(train: SplitSpec, val: SplitSpec, *, build: Callable[..., Head],
@@ -333,23 +233,39 @@ def _check_run_store(store, role: str, cfg: dict, run) -> list[str]:
                              f"(array actor_pooled), the run {run} was trained on {cfg['actor_dim']}-d ones")
     if store_label_ids(store) != [int(i) for i in cfg["label_ids"]]:
         raise PreflightError(f"{role} store {store.path} has other label_ids (root attributes) than the run {run}")
+    _check_label_names(store, role, cfg, run)
     return groups
 
 
+def _check_label_names(store, role: str, cfg: dict, run) -> None:
+    """Same ids, other names: a store extracted with another label map, whose columns would be read
+    as the run's classes. Runs whose config predates `label_names` are not checked."""
+    want = cfg.get("label_names")
+    have = [str(n) for n in store.attrs.get("label_names") or []]
+    if want is None or have == [str(n) for n in want]:
+        return
+    diff = [(i, a, b) for i, a, b in zip(cfg["label_ids"], have, want) if a != str(b)]
+    i, a, b = diff[0] if diff else (None, f"{len(have)} names", f"{len(want)} names")
+    raise PreflightError(f"{role} store {store.path} names its classes unlike the run {run} (same label ids; root "
+                         f"attributes label_names{f', id {i}' if i is not None else ''}: {a!r} in the store, {b!r} in "
+                         f"the run); extract the store with the run's label map")
+
+
 def open_run_splits(run, cfg: dict, head: Head, specs: Sequence[SplitSpec], device: torch.device, *,
-                    bank: bool = True) -> list[Split]:
+                    bank: bool = True, memory_budget: str = "", split_source: str = "auto") -> list[Split]:
     """Stores read the way a trained run (its saved config `cfg`, its `head`) reads them: its feature
     groups, levels, object classes, object features if the head reads them and, with `bank`, its
-    bank group; each checked against the run (`_check_run_store`) before any is loaded."""
+    bank group; each checked against the run (`_check_run_store`) before any is loaded, then
+    resident or streamed as `split_read.load_splits` chooses."""
     run_cfg = cfg if bank else cfg | {"bank_group": ""}
     opened = []
     for spec in specs:
         store = open_store(spec.path)
         opened.append((store, spec, _check_run_store(store, spec.role, run_cfg, run)))
-    return [load(store, spec, groups=groups, levels=cfg["levels"], device=device, combine=cfg["combine"],
-                 bank_group=run_cfg.get("bank_group", ""), num_object_classes=cfg.get("num_object_classes", 0),
-                 objects=reads_objects(head))
-            for store, spec, groups in opened]
+    items = [(store, spec, ReadPlan(groups, list(cfg["levels"]), cfg["combine"], run_cfg.get("bank_group", ""),
+                                    cfg.get("num_object_classes", 0), reads_objects(head)))
+             for store, spec, groups in opened]
+    return load_splits(items, device, memory_budget=memory_budget, split_source=split_source)
 
 
 def check_predict(run_dir: str, checkpoint: str, store_path: str) -> None:
@@ -364,7 +280,29 @@ def check_predict(run_dir: str, checkpoint: str, store_path: str) -> None:
         cfg = json.loads((run / "config.json").read_text())
         cfg = {"backbones": list(cfg["backbones"]), "combine": cfg["combine"], "levels": list(cfg["levels"]),
                "label_ids": list(cfg["label_ids"]), "actor_dim": int(cfg["actor_dim"]),
-               "bank_group": cfg.get("bank_group", "")}
+               "bank_group": cfg.get("bank_group", ""), "label_names": cfg.get("label_names")}
     except (ValueError, KeyError, TypeError) as e:
         raise PreflightError(f"{run / 'config.json'}: not a train-head config ({type(e).__name__}: {e})") from None
     _check_run_store(open_store(store_path), "predict", cfg, run)
+
+
+def memory_by_head(store) -> dict[str, dict[str, int]]:
+    """`cache info`: per head of HEADS (default arguments, no bank), the memory a split of `store`
+    takes: resident (every array it reads) and the least a streamed source needs (its small arrays
+    and two chunks of twice the largest video); {} without a base group and one feature group."""
+    from stagecache.heads import HEADS, build_head
+
+    try:
+        groups = backbone_groups(store, [])
+    except PreflightError:
+        return {}
+    out = {}
+    for name in sorted(HEADS):
+        head = build_head(name, actor_dim=8, object_dim=8, num_classes=2)  # what it reads, not its size
+        levels = head_levels(head)
+        if any(lv not in store.array_info(groups[0]) for lv in levels):
+            continue  # the store cannot serve this head
+        size = split_size(store, SplitSpec(store.path, "info", "gt+proposals", 0.0),
+                          ReadPlan(groups, levels, objects=reads_objects(head)))
+        out[name] = {"resident": int(size.resident), "streamed_min": int(size.small + 4 * size.largest_video()[1])}
+    return out

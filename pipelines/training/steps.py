@@ -20,6 +20,7 @@ from tqdm import tqdm
 from stagecache.core.errors import UserError
 from stagecache.heads import Head, HeadInput
 from stagecache.pipelines.training import losses
+from stagecache.pipelines.training.sources import ResidentSource, SplitSource
 from stagecache.pipelines.training.split_batches import CHUNK_BYTES, GraphData
 
 
@@ -41,15 +42,27 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 @dataclass(frozen=True)
 class SplitContext:
-    """One loaded split as a run feeds it to a head: its tensors (`graph`, possibly kept on the host
-    when the device lacks memory), the store tables it came from (None for tensors built in
-    memory), the head's temporal radius, the device the head runs on and whether CUDA autocasts."""
+    """One loaded split as a run feeds it to a head: its `graph` (every keyframe, actor and object;
+    the features too when resident), the store tables it came from (None for tensors built in
+    memory), the head's temporal radius, the device the head runs on, whether CUDA autocasts, and
+    the `source` every batch comes from (sources.SplitSource; default: the graph, resident)."""
 
     graph: GraphData
     radius: float
     device: torch.device
     amp: bool = True
     tables: object | None = None  # extract.store.Tables: videos and timestamps for the predictions CSV
+    source: SplitSource | None = None
+
+    @property
+    def feed(self) -> SplitSource:
+        """Where batches come from: `source`, or the resident graph."""
+        return self.source if self.source is not None else ResidentSource(self.graph)
+
+    @classmethod
+    def of(cls, split, radius: float, device: torch.device, amp: bool = True) -> "SplitContext":
+        """The context of a loaded `split_read.Split`."""
+        return cls(split.graph, radius, device, amp, split.tables, split.source)
 
 
 @dataclass(frozen=True)
@@ -73,9 +86,10 @@ def device_batches(split: SplitContext, batches: list[Tensor], *, aux_labels: bo
     positions of the query actors in it, their multi-hot targets and, with `aux_labels`, the labels
     (A, L) of every actor of the batch (what a head's auxiliary loss is supervised with,
     heads.Head.forward_with_aux; else None). Indices are built on the host for all the batches at
-    once and gathered a chunk of batches at a time (`GraphData.training_batches`): no device sync."""
-    for b in split.graph.training_batches(batches, split.radius, device=split.device, actor_labels=aux_labels,
-                                          chunk_bytes=chunk_bytes):
+    once and gathered a chunk of batches at a time (`SplitSource.batches`: from the resident graph,
+    or from chunks read from the store while the previous one trains): no device sync."""
+    for b in split.feed.batches(batches, split.radius, device=split.device, actor_labels=aux_labels,
+                                chunk_bytes=chunk_bytes):
         yield b.x, b.query_pos, b.target, b.actor_labels
 
 

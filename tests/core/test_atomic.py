@@ -47,3 +47,38 @@ def test_the_file_then_its_directory_are_flushed(tmp_path, monkeypatch):
     assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
     assert events[0][1].startswith(str(tmp_path / TMP_PREFIX)) and events[1][1] == str(p)
     assert events[2][1] == str(tmp_path)
+
+
+def test_full_disk_is_a_one_line_error_and_the_old_file_stays(tmp_path):
+    """ENOSPC (or torch's zip writer's `unexpected pos`) inside an atomic write: DiskFullError naming
+    the path and the free space; the previous file and no temp file remain."""
+    import errno
+
+    from stagecache.core.atomic import DiskFullError
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"old")
+    for exc in (OSError(errno.ENOSPC, "No space left on device"),
+                RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0")):
+        with pytest.raises(DiskFullError) as e:
+            with atomic_path(path, needed=5 << 20) as tmp:
+                open(tmp, "wb").write(b"partial")
+                raise exc
+        assert str(path) in str(e.value) and "free" in str(e.value) and "5.0 MiB needed" in str(e.value)
+        assert "\n" not in str(e.value)
+        assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["last.pt"]
+    with pytest.raises(RuntimeError, match="other"):  # anything else is not a full disk
+        with atomic_path(path):
+            raise RuntimeError("other")
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    from stagecache.core.atomic import remove_stale_temps
+
+    stale = tmp_path / f"{TMP_PREFIX}{'0f' * 16}-last.pt"
+    stale.write_bytes(b"x")
+    other = tmp_path / f"{TMP_PREFIX}{'0f' * 16}-best.pt"
+    other.write_bytes(b"x")
+    (tmp_path / "last.pt").write_bytes(b"keep")
+    assert remove_stale_temps(tmp_path, "last.pt") == [stale.name]
+    assert sorted(os.listdir(tmp_path)) == sorted([other.name, "last.pt"])

@@ -108,7 +108,6 @@ def test_extra_allowed_admits_exactly_the_named_global(tmp_path):
 
 def test_a_class_reached_through_a_reduce_argument_is_refused_too(tmp_path):
     # numpy's _reconstruct is allowed, but the class it is handed must be allowed on its own
-    from fractions import Fraction
     body = pickle.dumps(np.zeros(2))
     body = body.replace(b"\x8c\x05numpy\x94\x8c\x07ndarray", b"\x8c\tfractions\x94\x8c\x08Fraction")
     with pytest.raises(UnsafePickleError, match="fractions.Fraction"):
@@ -143,6 +142,31 @@ def test_torch_load_admits_tensors_and_numpy_and_refuses_code(tmp_path):
     assert str(tmp_path / "evil.pyth") in str(e.value) and "exec" in str(e.value)
     assert "--trust-pickle" in str(e.value) and not marker.exists()
     assert torch_load(tmp_path / "evil.pyth", trust=True)["evil"] is None and marker.exists()
+
+
+class _CallsOsSystem:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+class _PlainClass:
+    pass
+
+
+@pytest.mark.parametrize("obj, name", [(_CallsOsSystem(), f"{os.name}.system"),  # posix.system on Linux
+                                       (_PlainClass(), f"{__name__}._PlainClass")])
+def test_torch_load_names_the_refused_type_in_either_torch_wording(tmp_path, obj, name):
+    """torch 2.14 words a refused global two ways: "Unsupported global: GLOBAL m.C was not an allowed
+    global" (a class) and "Trying to load unsupported GLOBAL posix.system whose module posix is
+    blocked" (a function of a blocked module); the message names the type either way."""
+    import torch
+
+    from stagecache.core.safe_pickle import torch_load
+
+    torch.save({"x": obj}, tmp_path / "f.pt")
+    with pytest.raises(UnsafePickleError) as e:
+        torch_load(tmp_path / "f.pt")
+    assert f"refusing to unpickle a {name}" in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("cut", [0, 10, 200])

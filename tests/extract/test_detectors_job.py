@@ -102,7 +102,7 @@ def test_command_and_validation(data):
         DetectionsArgs(video_dir=vd, out_dir="y", dataset="ucf24", annotations=pkl, split="test1", timestamps="1:2")
     with pytest.raises(ValueError, match="split 2 needs a side: train or test"):
         DetectionsArgs(video_dir=vd, out_dir="y", dataset="jhmdb", annotations=pkl, split="2")
-    with pytest.raises(ValueError, match="are for dataset jhmdb / ucf24"):
+    with pytest.raises(ValueError, match="are for dataset jhmdb / multisports / ucf24"):
         DetectionsArgs(video_dir=vd, out_dir="y", timestamps="1:2", split="train1")
     a = DetectionsArgs(video_dir=vd, out_dir="y", dataset="ucf24", annotations=pkl, split="1", side="test")
     assert (a.split, a.fps) == ("test1", 25.0)

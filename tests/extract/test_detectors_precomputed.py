@@ -97,3 +97,20 @@ def test_npz_reader(tmp_path):
     assert det.needs_frames is False and list(det.missing) == []
     assert len(det(None, [("vidA", 905.0)])[0]) == 0
     assert list(det.missing) == [("vidA", 905000)]
+
+
+@pytest.mark.parametrize("what", ["x", "bbox", "info_ids"])
+def test_npz_with_an_object_array_is_one_error_naming_the_file(tmp_path, what):
+    from stagecache.core.errors import UserError
+
+    box, feat = _image(np.random.default_rng(2), 2)
+    arrays = dict(x=feat, bbox=box, num_bbox=2, image_h=100, image_w=100)
+    if what == "info_ids":  # objects_id that is not one number per box
+        arrays["info"] = {"objects_id": np.array(["a", "b"], dtype=object), "objects_conf": np.ones(2, np.float32)}
+    else:  # numpy writes an object array as a pickle: never unpickled, refused
+        arrays[what] = np.array([None, 1], dtype=object)
+    path = tmp_path / "vid_0902.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(UserError, match=str(path)) as e:  # when the detector is built (it checks its files) or run
+        build_object_detector("precomputed", path=str(path), class_names=["c"] * 4)(None, [("vid", 902.0)])
+    assert "\n" not in str(e.value)

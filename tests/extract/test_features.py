@@ -14,6 +14,7 @@ from stagecache.extract import ava_io
 from stagecache.extract.actors import RowBuilder
 from stagecache.extract.backbones import build_backbone
 from stagecache.extract.features import ExtractArgs, run_extract, shard_videos
+from stagecache.extract.features_record import OptionsChangedError
 from stagecache.extract.roi import pool_rois
 from stagecache.extract.store import StoreError, open_store
 from stagecache.extract.synthetic import make_video_dataset
@@ -116,8 +117,10 @@ def test_second_backbone_aligns_and_config_mismatch_refuses(ds, full_run, tmp_pa
     assert data["slow_r50/actor_pooled"].shape == (len(data["base/actor_box"]), 128)
     # rerun: everything is committed
     assert run_extract(_args(ds, out, backbone="slow_r50", backbone_kwargs=dict(stem_dim_out=4)))["skipped"] == 2
-    with pytest.raises(StoreError, match="different attributes"):
+    with pytest.raises(OptionsChangedError, match="other options") as e:
         run_extract(_args(ds, out, save=(), roi_resolution=5))
+    assert "features ('slowfast_r50'): --save stored ['roi', 'temporal', 'context'], given []; " in str(e.value)
+    assert "--roi-resolution stored 7, given 5;" in str(e.value) and "base" not in str(e.value)
 
 
 def test_label_transfer_matches_direct_iou():
@@ -167,7 +170,7 @@ def test_bad_video_past_end_keyframes_and_shards(ds, tmp_path):
     assert s["done"] == 1 and open_store(str(tmp_path / "sh.zarr")).videos == ["syn_001"]
 
 
-def test_context_level_when_every_keyframe_is_past_the_end(ds, tmp_path):
+def test_video_with_every_keyframe_past_the_end_fails_alone(ds, tmp_path):
     ann = ava_io.read_annotations(ds / "annotations/train.csv")
     keep = ann.video != "syn_001"
     late = ava_io.Annotations(video=np.r_[ann.video[keep], ["syn_001"]], timestamp=np.r_[ann.timestamp[keep], [950.0]],
@@ -177,11 +180,11 @@ def test_context_level_when_every_keyframe_is_past_the_end(ds, tmp_path):
     out = tmp_path / "c.zarr"
     s = run_extract(_args(ds, out, annotations=str(tmp_path / "ann.csv"), proposals=None, objects="none",
                           objects_file=None, save=("context",), context_grid=2))
-    assert s["done"] == 2 and not s["failed"]
-    assert s["keyframes_past_end"] == [{"video": "syn_001", "timestamps": [950.0]}]
+    # syn_001 loses its only keyframe: it fails alone (not committed, so a corrected rerun does it)
+    assert s["done"] == 1 and [f["video"] for f in s["failed"]] == ["syn_001"]
+    assert s["failed"][0]["error"].startswith("video syn_001: all 1 keyframe(s) (950 s) fall outside the video (0-5 s)")
     data, t = _load(out)
-    assert t.video_names == ["syn_000", "syn_001"] and int((t.kf_video == 1).sum()) == 0
-    assert len(t.kf_time) > 0
+    assert t.video_names == ["syn_000"] and len(t.kf_time) > 0
     assert data["slowfast_r50/kf_context"].shape == (len(t.kf_time), data["slowfast_r50/actor_pooled"].shape[1], 2, 2)
 
 

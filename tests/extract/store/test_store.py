@@ -231,7 +231,7 @@ def test_estimate_bytes_close_to_actual(tmp_path):
 
 
 def test_multi_chunk_raw_fast_path_matches_zarr(clean, tmp_path, monkeypatch):
-    """Features split over several raw chunks (and an all-zero chunk zarr never writes) read the
+    """Features split over several raw chunks (an all-zero one included: written too) read the
     same through the direct-file path (local) and through zarr itself (memory://)."""
     import stagecache.extract.store.io as sio
 
@@ -241,12 +241,12 @@ def test_multi_chunk_raw_fast_path_matches_zarr(clean, tmp_path, monkeypatch):
         w = StoreWriter(target, split="val", label_ids=LABEL_IDS, label_names=LABEL_NAMES, flush_bytes=1 << 30)
         w.declare_group("sf", {})
         x = np.arange(20 * 16, dtype=np.float32).reshape(20, 16)
-        x[3:6] = 0  # a whole chunk of fill value: not written by zarr
+        x[3:6] = 0  # a whole chunk of fill value: written all the same (a missing chunk is damage)
         w.add_video("sf", "v", timestamps=[1.0, 2.0], actor_counts=[9, 11], object_counts=[0, 0],
                     arrays={"actor_pooled": x})
         w.close()
     frag = os.path.join(p, "fragments", os.listdir(os.path.join(p, "fragments"))[0], "actor_pooled", "c")
-    assert len(os.listdir(frag)) == 6  # 7 chunks, the zero one absent
+    assert len(os.listdir(frag)) == 7
     a, b = open_store(p), open_store(url)
     np.testing.assert_array_equal(a.load().data["sf/actor_pooled"].numpy(), x.astype(np.float16))
     np.testing.assert_array_equal(b.load().data["sf/actor_pooled"].numpy(), x.astype(np.float16))

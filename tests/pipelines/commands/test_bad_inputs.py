@@ -107,8 +107,15 @@ def extract_hostile_proposals_pickle(d):
     return _extract(d, "--proposals", props, "--random-init"), [props, "builtins.exec", "--trust-pickle"]
 
 
+def _video_v(d: Path) -> None:
+    """A video `v` for the proposals to name (never decoded: the run stops at the checkpoint)."""
+    (d / "videos").mkdir(exist_ok=True)
+    (d / "videos" / "v.mp4").write_bytes(b"\x00")
+
+
 def extract_hostile_pyslowfast_checkpoint(d):
     props = _csv(d, "props.csv", "v,0902,0.1,0.1,0.5,0.5,-1,0.9\n")
+    _video_v(d)
     ckpt = d / "SLOW_8x8_R50.pyth"
     torch.save({"model_state": {}, "cfg": "x", "evil": RunsCode(d / "marker")}, ckpt)
     return (_extract(d, "--proposals", props, "--backbone", "slow_r50", "--backbone-args", '{"stem_dim_out": 4}',
@@ -117,6 +124,7 @@ def extract_hostile_pyslowfast_checkpoint(d):
 
 def extract_hostile_caffe2_pickle(d):
     props = _csv(d, "props.csv", "v,0902,0.1,0.1,0.5,0.5,-1,0.9\n")
+    _video_v(d)
     ckpt = write_pickle(d / "SLOW_8x8_R50.pkl", {"blobs": {"conv1_w": np.zeros(2)}, "x": RunsCode(d / "marker")})
     return (_extract(d, "--proposals", props, "--backbone", "slow_r50", "--backbone-args", '{"stem_dim_out": 4}',
                      "--checkpoint", ckpt), [ckpt, "builtins.exec"])
@@ -272,9 +280,11 @@ def test_bad_input_is_one_error_line_and_changes_nothing(case, tmp_path, monkeyp
     before = snapshot(tmp_path)
     r = CliRunner().invoke(main, argv)
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)  # no traceback
-    lines = r.stderr.splitlines()
+    # A run's own console lines (`[head] ...`, e.g. the split-source choice) may come first; the
+    # error is the one other line, and the last.
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("[")]
     assert r.exit_code == 1, r.output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and r.stderr.splitlines()[-1] == lines[0], r.stderr
     for s in expected:
         assert s in lines[0], (s, lines[0])
     assert "Traceback" not in r.output

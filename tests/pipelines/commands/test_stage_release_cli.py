@@ -175,6 +175,7 @@ def _mean(aps, name, classes):
     return statistics.fmean(statistics.fmean(aps[name, s][c] for c in classes) for s in SEEDS)
 
 
+@pytest.mark.slow  # trains STAGE and linear on an imported relational release: ~15 s
 def test_stage_beats_linear_on_imported_relational_release(relational_aps):
     aps = relational_aps
     assert all(np.isfinite(aps[k][c]) for k in aps for c in LABEL_IDS)

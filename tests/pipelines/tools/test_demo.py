@@ -21,6 +21,12 @@ def test_demo_runs_every_stage_and_prints_the_table(tmp_path):
     # The random-init backbone is said loudly, and the printed report holds the ablation table.
     assert "RANDOM" in r.output or "random" in r.output
     assert "STAGE w/o boxes proximity" in r.output
+    # The printout is plain-text tables and file paths, not a list repr or markdown.
+    assert "failed []" not in r.output and "![" not in r.output and "|---" not in r.output
+    stage1 = r.output.split("Stage 1:")[1].splitlines()
+    assert stage1[1].split() == ["split", "videos", "keyframes", "boxes", "objects", "failed"]
+    assert stage1[3].split()[:2] == ["train", "2"] and stage1[3].split()[-1] == "0"
+    assert str(out / "ablation" / "gain_stage_vs_linear.png") in r.output
     # The store records that its features come from random weights.
     from stagecache.extract.store import open_store
 

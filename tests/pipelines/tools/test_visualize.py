@@ -13,6 +13,7 @@ from stagecache.heads.batch import HeadInput
 from stagecache.pipelines.tools.visualize import (
     Edge, VisualizeArgs, acar_actor_maps, draw_heatmaps, draw_keyframe, read_frame, run_visualize, stage_edges,
 )
+from stagecache.pipelines.tools.visualize_draw import _overlap, _place_label, display_image
 
 torch.set_num_threads(1)
 
@@ -38,7 +39,7 @@ def test_draw_keyframe_size_and_determinism(tmp_path):
     kw = dict(object_boxes=np.array([[0.45, 0.5, 0.5, 0.6]]), object_names=["cup"], edges=[Edge(0, 2, 0.6)])
     draw_keyframe(tmp_path / "a.png", img, boxes, labels, **kw)
     draw_keyframe(tmp_path / "b.png", img, boxes, labels, **kw)
-    assert mpimg.imread(tmp_path / "a.png").shape[:2] == (120, 160)
+    assert mpimg.imread(tmp_path / "a.png").shape[:2] == (480, 640)  # enlarged 4x to >= 640 px wide
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     draw_keyframe(tmp_path / "c.png", img, boxes, labels)  # no edges: another picture
     assert (tmp_path / "c.png").read_bytes() != (tmp_path / "a.png").read_bytes()
@@ -104,22 +105,27 @@ def test_acar_heat_maps(tmp_path):
     np.testing.assert_allclose(per_actor[1], 1.0 - maps[-1][:, :, 1, 1].numpy(), atol=1e-6)
     img = np.zeros((40, 60, 3), dtype=np.uint8)
     draw_heatmaps(tmp_path / "h.png", img, x.actor_box[:3].numpy(), per_actor, ["a", "b", "c"])
-    assert mpimg.imread(tmp_path / "h.png").shape[:2] == (40, 180)
+    assert mpimg.imread(tmp_path / "h.png").shape[:2] == (440, 1980)  # 60 px enlarged 11x, 3 panels
 
 
-def test_read_frame(tmp_path):
+def _write_video(path, frames: int, fps: int):
+    """A 32x32 clip whose frame i is grey 10 * i."""
     import av
 
-    path = tmp_path / "v.mp4"
     with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=10)
+        s = c.add_stream("mpeg4", rate=fps)
         s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        for i in range(20):
+        for i in range(frames):
             f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * i, dtype=np.uint8), format="rgb24")
             for p in s.encode(f):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+    return path
+
+
+def test_read_frame(tmp_path):
+    path = _write_video(tmp_path / "v.mp4", frames=20, fps=10)
     for t, want in ((0.0, 0), (0.55, 50), (1.25, 120)):
         assert abs(float(read_frame(path, t).mean()) - want) < 4, t
 
@@ -140,12 +146,58 @@ def test_visualize_command_on_a_tiny_run(tmp_path):
     video = open_store(str(va)).videos[0]
     files = run_visualize(VisualizeArgs(out_dir=str(tmp_path / "pics"), timestamp=903.0, video_name=video,
                                         run_dir=str(run), store=str(va), boxes="gt", width=160, height=90))
-    assert len(files) == 1 and mpimg.imread(files[0]).shape[:2] == (90, 160)
+    assert len(files) == 1 and mpimg.imread(files[0]).shape[:2] == (360, 640)  # the canvas enlarged as a frame
     lm, _ = write_label_files(tmp_path / "ann")
     files = run_visualize(VisualizeArgs(out_dir=str(tmp_path / "pics2"), timestamp=903.0, video_name=video,
                                         predictions=str(run / "val_predictions.csv"), label_map=str(lm),
                                         width=160, height=90))
-    assert mpimg.imread(files[0]).shape[:2] == (90, 160)
+    assert mpimg.imread(files[0]).shape[:2] == (360, 640)
     with pytest.raises(ValueError, match="no predictions"):
         run_visualize(VisualizeArgs(out_dir=str(tmp_path / "p3"), timestamp=999.0, video_name=video,
                                     predictions=str(run / "val_predictions.csv"), label_map=str(lm)))
+
+
+def test_small_frames_are_enlarged_by_an_integer_factor_and_large_ones_kept():
+    small = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    big = display_image(small)
+    assert big.shape == (480, 640, 3)
+    assert np.array_equal(big[::4, ::4], small) and np.array_equal(big[3::4, 3::4], small)  # nearest: pixels kept
+    assert display_image(np.zeros((90, 200, 3), np.uint8)).shape == (360, 800, 3)  # ceil(640 / 200) = 4
+    wide = np.zeros((720, 1280, 3), np.uint8)
+    assert display_image(wide) is wide
+
+
+def test_labels_are_placed_beside_their_box_without_covering_any_box():
+    w, h = 640, 480
+    boxes = [(100.0, 100.0, 200.0, 300.0), (205.0, 40.0, 300.0, 100.0), (100.0, 305.0, 200.0, 400.0)]
+    rect = _place_label(boxes[0], (90.0, 30.0), boxes, w, h)
+    assert all(_overlap(rect, b) == 0 for b in boxes)  # above is free: x 100..190, y 70..100
+    assert rect == (100.0, 70.0, 190.0, 100.0)
+    # above, below and to the right blocked: the label goes to the left
+    blocked = boxes + [(60.0, 0.0, 205.0, 99.0), (100.0, 300.0, 640.0, 480.0), (200.0, 100.0, 640.0, 300.0)]
+    rect = _place_label(boxes[0], (90.0, 30.0), blocked, w, h)
+    assert rect[2] <= 100.0 and all(_overlap(rect, b) == 0 for b in blocked)
+    # nowhere free: the least covering spot, still inside the picture
+    rect = _place_label((0.0, 0.0, 640.0, 480.0), (90.0, 30.0), [(0.0, 0.0, 640.0, 480.0)], w, h)
+    assert 0 <= rect[0] and rect[2] <= w and 0 <= rect[1] and rect[3] <= h
+
+
+def test_a_timestamp_past_the_end_of_the_video_is_one_error_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from stagecache.pipelines.commands.cli import main
+
+    monkeypatch.delenv("STAGECACHE_DEBUG", raising=False)
+    video = _write_video(tmp_path / "clip.mp4", frames=20, fps=10)  # 2 s
+    pred = tmp_path / "p.csv"
+    pred.write_text("clip,0902,0.1,0.1,0.5,0.5,12,0.9\n")
+    argv = ["visualize", "--out", str(tmp_path / "pics"), "--video", str(video), "--predictions", str(pred)]
+    r = CliRunner().invoke(main, argv + ["--timestamp", "902"])  # no --time-offset: 902 s into a 2 s clip
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and "Traceback" not in r.output, r.output
+    for s in (str(video), "2.00 s long", "--time-offset 0", "--time-offset 900"):
+        assert s in lines[0], (s, lines[0])
+    assert not (tmp_path / "pics").exists()
+    r = CliRunner().invoke(main, argv + ["--timestamp", "902", "--time-offset", "900.5"])  # 1.5 s: inside
+    assert r.exit_code == 0, r.output
+    assert mpimg.imread(next((tmp_path / "pics").glob("*.png"))).shape[:2] == (640, 640)  # 32 px -> 640

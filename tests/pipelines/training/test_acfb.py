@@ -88,8 +88,8 @@ def test_bank_round_trips_first_order_maps(stores, stage_one):
 def test_batches_carry_the_stored_rows_of_their_actors(stores, stage_one):
     data = load_split(SplitSpec(stores[0], "train", "gt", 0.9), levels=["kf_context"], device=torch.device("cpu"),
                       bank_group="acfb")
-    tables, g = data.tables, data.graph
-    stored = tables.data["acfb/actor_maps"]
+    g = data.graph
+    stored = open_store(stores[0]).load({"acfb": ["actor_maps"]}).data["acfb/actor_maps"]
     radius = 10.5  # the default 21 s bank window
     q = g.query_keyframes()[:2]
     x, rows = g.batch(q, radius)

@@ -57,6 +57,10 @@ CONFIGS = {
 }
 
 
+# Trains four heads on the relational synthetic world (~20 s): CI runs it, the quick loop does not.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def aps(tmp_path_factory):
     """{(config, seed): {class id: AP}} for every configuration and seed, each trained once."""

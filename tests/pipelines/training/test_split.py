@@ -122,9 +122,12 @@ def test_a_head_without_objects_does_not_load_object_features(tmp_path):
         load_split(path, boxes="gt", score_threshold=0.0, levels=[], device=CPU)
     _, tables, g = load_split(path, boxes="gt", score_threshold=0.0, levels=[], device=CPU, objects=False,
                               num_object_classes=len(OBJECT_CLASSES))
-    assert "base/object_feature" not in tables.data and "base/object_box" in tables.data
-    assert g.object_feat.shape == (len(tables.data["base/object_box"]), 0)
-    assert torch.equal(g.object_box, tables.data["base/object_box"].float())
+    # The tables keep only what validation reads (split_read.KEEP_IN_TABLES): the graph holds the rest.
+    st = open_store(path)
+    boxes = st.load({"base": ["object_box"]}).data["base/object_box"]
+    assert "base/object_feature" not in tables.data
+    assert g.object_feat.shape == (len(boxes), 0)
+    assert torch.equal(g.object_box, boxes.float())
     st = open_store(path)
     assert feature_dims(st, backbone_groups(st, []), "mean") == (8, 4)  # what a head is built with
 
@@ -236,7 +239,9 @@ def test_predict_checks_the_store_against_the_run(good, tmp_path):
     with pytest.raises(PreflightError, match=r"last2.pt not found: is .* a finished train-head run"):
         check_predict(str(tmp_path / "run"), "last2.pt", good[1])
     other = write_store(tmp_path / "o.zarr", split="val", videos=("vc",), label_names=["a", "b", "c"])
-    check_predict(str(tmp_path / "run"), "best.pt", other)  # same ids, other names: predictions still line up
+    # same ids, other names: the columns would line up, but the classes are not the run's (issue 31)
+    with pytest.raises(PreflightError, match=r"o.zarr names its classes unlike the run .*id 1: 'a' in the store"):
+        check_predict(str(tmp_path / "run"), "best.pt", other)
     wide = write_store(tmp_path / "w.zarr", split="val", videos=("vc",), dim=4)
     with pytest.raises(PreflightError, match=r"predict store .*w.zarr: groups \['feat'\] give 4-d actor features"):
         check_predict(str(tmp_path / "run"), "best.pt", wide)
