@@ -250,7 +250,8 @@ def find_videos(root: str | Path, *, kinetics_names: bool = False) -> dict[str, 
         offset = None
         if kinetics_names and (m := _KINETICS_NAME.match(vid)):
             vid, offset = m.group("id"), float(int(m.group("start")))
-        if vid in out:
-            raise ValueError(f"two inputs for video {vid!r}: {out[vid][0]} and {path}")
+        if vid in out:  # e.g. two Kinetics clips of one YouTube id: the store holds one video per id
+            raise VideoReadError(f"two inputs for video {vid!r}: {out[vid][0]} and {path}; keep one of them "
+                                 "in the video directory")
         out[vid] = (path, offset)
     return out

@@ -313,9 +313,13 @@ def extract_video_store(args: PredictVideoArgs, cfg: dict, props: ava_io.Proposa
     group, attrs = _backbone_attrs(cfg, tstore)
     if attrs.get("source") == "synthetic" or "backbone" not in attrs:
         raise ValueError(f"the run {args.run_dir} was trained on synthetic features, not on a video backbone")
+    if attrs.get("layer_of"):  # the extraction below writes the last block's features under the group's name
+        raise ValueError(f"the run {args.run_dir} was trained on layer group {group} (block {attrs.get('layer')} of "
+                         f"{attrs['layer_of']}); predict-video supports runs on a backbone's last block only: "
+                         "extract the video with `extract features --layers` and use `predict`")
     if attrs.get("random_init"):
         if not args.backbone_random_init:
-            raise ValueError(f"the run's store was extracted with a RANDOM-WEIGHT backbone; pass "
+            raise ValueError("the run's store was extracted with a RANDOM-WEIGHT backbone; pass "
                              "--backbone-random-init to reproduce it (tests and demo only)")
         checkpoint = None
     else:

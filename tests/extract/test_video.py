@@ -146,3 +146,14 @@ def test_find_videos(tmp_path):
     assert set(got) == {"a", "b", "yt123_000010_000020"}
     got = find_videos(tmp_path, kinetics_names=True)
     assert got["yt123"][1] == 10.0 and got["a"][1] is None
+
+
+def test_two_inputs_for_one_video_id_is_one_error_line(tmp_path):
+    """Two Kinetics clips of one YouTube id (or a file beside its frame folder) name the same video."""
+    from stagecache.core.errors import UserError
+    from stagecache.extract.video import find_videos
+
+    (tmp_path / "abc_000010_000020.mp4").write_bytes(b"")
+    (tmp_path / "abc_000030_000040.mp4").write_bytes(b"")
+    with pytest.raises(UserError, match=r"two inputs for video 'abc': .*abc_000010_000020.mp4 and .*abc_000030"):
+        find_videos(tmp_path, kinetics_names=True)

@@ -63,3 +63,19 @@ def test_ablate_sweeps_the_layers(store, tmp_path):
     for n in (1, 3):
         cfg = json.loads((tmp_path / "abl" / "runs" / f"l{n}-s0" / "config.json").read_text())
         assert cfg["backbones"] == [f"videomae_vit_b.l{n}"]
+
+
+def test_predict_video_refuses_a_run_on_a_layer_group(store, tmp_path):
+    """predict-video re-extracts the run's group from the video: a layer group's block is refused in
+    one line rather than filled with the last block's features."""
+    from pathlib import Path
+
+    from stagecache.pipelines.tools.predict_video import PredictVideoArgs, extract_video_store
+
+    cfg = _train(store, tmp_path / "l3", backbones=["videomae_vit_b"], layer=3)
+    video = next((Path(store).parent / "videos").iterdir())
+    (tmp_path / "none.csv").write_text("")
+    args = PredictVideoArgs(video=str(video), run_dir=str(tmp_path / "l3"), out_dir=str(tmp_path / "pv"),
+                            proposals=str(tmp_path / "none.csv"), backbone_random_init=True)
+    with pytest.raises(ValueError, match=r"layer group videomae_vit_b.l3 \(block 3 of videomae_vit_b\)"):
+        extract_video_store(args, cfg, None, tmp_path / "tmp", echo=print)
