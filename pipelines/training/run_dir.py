@@ -108,7 +108,10 @@ class RunDir:
             before = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ResumeMismatchError(f"{path}: unreadable ({e}); cannot check that --resume continues the same run") from None
-        differ = [k for k in sorted(set(before) | set(config)) if k not in _MAY_CHANGE_ON_RESUME
+        # A key an older stagecache did not record is absent (None) there; the new options default to
+        # None too, and the label names are checked against the stores on their own (split.py).
+        differ = [k for k in sorted(set(before) | set(config))
+                  if k not in _MAY_CHANGE_ON_RESUME and not (k in _RECORDED_SINCE_0_1 and k not in before)
                   and json.dumps(before.get(k), sort_keys=True) != json.dumps(config.get(k), sort_keys=True)]
         if differ:
             shown = ", ".join(f"{k}={before.get(k)!r} -> {config.get(k)!r}" for k in differ[:4])
@@ -180,6 +183,11 @@ _MAY_CHANGE_ON_RESUME = frozenset({"tensorboard", "epochs", "resume", "progress"
                                    # how the splits are read: blocks batches are equal either way, and random
                                    # ones record the streamed chunk size they depend on (train_stream_budget)
                                    "memory_budget", "split_source"})
+
+
+# Recorded in config.json since runs of the previous release (0.1.0 before the issue 31/32 work):
+# a run started before them resumes.
+_RECORDED_SINCE_0_1 = frozenset({"label_names"})
 
 
 class ResumeMismatchError(UserError, ValueError):

@@ -68,6 +68,24 @@ def test_resume_with_other_options_is_refused(stores, tmp_path):
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
 
 
+def test_a_run_of_the_previous_release_resumes(stores, tmp_path):
+    """Its config.json lacks the keys recorded since (label_names, excluded, environment, the split
+    source options): absent keys are the new defaults, so the run continues."""
+    train(_args(stores, tmp_path / "r", epochs=1))
+    path = tmp_path / "r" / "config.json"
+    cfg = json.loads(path.read_text())
+    for k in ("label_names", "excluded", "environment", "memory_budget", "split_source", "layer"):
+        cfg.pop(k, None)
+    path.write_text(json.dumps(cfg))
+    train(_args(stores, tmp_path / "r", epochs=2, resume=True))
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+    cfg["lr"] = 0.5  # a recorded option that differs is still refused
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"lr=0\.5 -> 0\.001"):
+        train(_args(stores, tmp_path / "r", epochs=3, resume=True))
+
+
 class _NaNHead(HeadBase):
     temporal_radius = 0.0
     requires = frozenset()
