@@ -23,7 +23,8 @@ def write_bank_cli(**kw):
         try:
             s = write_relation_bank(args.run_dir, store, args.group, boxes=args.boxes,
                                     score_threshold=args.score_threshold, checkpoint=args.checkpoint,
-                                    device=args.device, batch_size=args.batch_size, progress=args.progress)
+                                    device=args.device, batch_size=args.batch_size, progress=args.progress,
+                                    memory_budget=args.memory_budget, split_source=args.split_source)
         except (ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"{s['store']}: {s['group']}/actor_maps {s['shape']}, {s['actors_written']} actors")

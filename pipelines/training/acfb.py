@@ -58,7 +58,8 @@ def check_stores(stores: list[str]) -> None:
 
 def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GROUP, *, boxes: str = "gt+proposals",
                         score_threshold: float = 0.8, checkpoint: str = "best.pt", device: str = "auto",
-                        batch_size: int = 64, progress: bool = False) -> dict:
+                        batch_size: int = 64, progress: bool = False, memory_budget: str = "",
+                        split_source: str = "auto") -> dict:
     """Write the first-order relation maps of a trained bank-free ACAR head into `store` as `group`.
 
     Returns a summary {"store", "group", "actors_written", "shape"}. An existing group of that name
@@ -73,7 +74,7 @@ def write_relation_bank(run_dir: str | Path, store: str, group: str = DEFAULT_GR
                          "the bank needs an ACAR head (train-head --head acar)")
     # The maps come from the head's first-order part only; a bank head's own bank is not needed.
     [data] = open_run_splits(run_dir, cfg, head, [SplitSpec(store, "write-bank", boxes, score_threshold)], dev,
-                             bank=False)
+                             bank=False, memory_budget=memory_budget, split_source=split_source)
     st, g = data.store, data.graph
     if g.num_actors == 0:
         raise ValueError(f"store {store}: no actors selected with boxes={boxes}, score_threshold={score_threshold}")

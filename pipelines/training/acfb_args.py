@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stagecache.core.boxes import BOX_SETS, check_box_set
+from stagecache.pipelines.training.train_args import check_split_reading, memory_budget_field, split_source_field
 
 DEFAULT_GROUP = "acfb"
 
@@ -28,6 +29,8 @@ class WriteBankArgs:
     batch_size: int = field(default=64, metadata={"help": "Keyframes per forward pass."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
     progress: bool = field(default=True, metadata={"help": "Hide progress bars.", "off": "--no-progress"})
+    memory_budget: str = memory_budget_field()
+    split_source: str = split_source_field()
 
     def __post_init__(self):
         self.stores = list(self.stores)
@@ -36,3 +39,4 @@ class WriteBankArgs:
         check_box_set(self.boxes)
         if self.group == "base":
             raise ValueError("the bank cannot be written into the 'base' group")
+        check_split_reading(self.memory_budget, self.split_source)

@@ -22,7 +22,7 @@ def predict(args: PredictArgs) -> Path:
     else:
         head, cfg = load_trained(args.run_dir, device, args.checkpoint)
     [data] = open_run_splits(args.run_dir, cfg, head, [SplitSpec(args.store, "predict", args.boxes, args.score_threshold)],
-                             device)
+                             device, memory_budget=args.memory_budget, split_source=args.split_source)
     tables = data.tables
     split = SplitContext.of(data, float(cfg["temporal_radius"]), device, amp=True)  # resident or streamed
     rows, logits = run_head(head, split, batch_size=args.batch_size, progress=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stagecache.core.boxes import BOX_SETS, check_box_set
+from stagecache.pipelines.training.train_args import check_split_reading, memory_budget_field, split_source_field
 
 
 @dataclass
@@ -27,6 +28,9 @@ class PredictArgs:
     batch_size: int = field(default=64, metadata={
         "help": "Keyframes per forward pass (stage variant=official links neighbouring batch positions: "
                 "6 reproduces the official test.py).", "range": {"min": 1}})
+    memory_budget: str = memory_budget_field()
+    split_source: str = split_source_field()
 
     def __post_init__(self):
         check_box_set(self.boxes)
+        check_split_reading(self.memory_budget, self.split_source)

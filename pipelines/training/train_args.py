@@ -20,6 +20,30 @@ DEFAULT_LR = 1e-4
 RETRAIN_CLASSIFIER = ("none", "balanced")
 
 
+def memory_budget_field():
+    """`--memory-budget` of every command that reads a split (train-head, predict, write-bank)."""
+    return field(default="", metadata={  # pipelines/training/sources.py
+        "help": "Memory the splits may take, e.g. 4G or 512M; a split that does not fit is streamed from the "
+                "store. Default: 60% of the available memory (MemAvailable, the memory cgroup's headroom)."})
+
+
+def split_source_field():
+    """`--split-source`, beside `--memory-budget`."""
+    return field(default="auto", metadata={  # pipelines/training/sources.py, stream.py
+        "help": "Hold each split in memory (resident), read it from the store in chunks within the budget "
+                "(streamed), or choose by its size for the head (auto).", "choices": list(SOURCE_NAMES)})
+
+
+def check_split_reading(memory_budget: str, split_source: str) -> None:
+    """The two options above, validated (ValueError: one line)."""
+    from stagecache.pipelines.training.sources import SOURCES, parse_size  # torch: not at --help time
+
+    if split_source not in SOURCES:
+        raise ValueError(f"unknown split_source {split_source!r}; valid: {', '.join(SOURCES)}")
+    if memory_budget:
+        parse_size(memory_budget)
+
+
 @dataclass
 class TrainArgs:
     """Arguments of `train-head`; each field's metadata is its CLI option (pipelines/commands/options.py)."""
@@ -102,19 +126,14 @@ class TrainArgs:
                 "(AVA-Kinetics 2021 report, Sec. 2.4) into <out>/balanced/.", "choices": RETRAIN_CLASSIFIER})
     retrain_epochs: int = field(default=5, metadata={
         "help": "Epochs of the classifier retraining (the report gives none; 5 is our default)."})
-    memory_budget: str = field(default="", metadata={  # pipelines/training/sources.py
-        "help": "Memory the splits may take, e.g. 4G or 512M; a split that does not fit is streamed from the "
-                "store. Default: 60% of the available memory (MemAvailable, the memory cgroup's headroom)."})
-    split_source: str = field(default="auto", metadata={  # pipelines/training/sources.py, stream.py
-        "help": "Hold each split in memory (resident), read it from the store in chunks within the budget "
-                "(streamed), or choose by its size for the head (auto).", "choices": list(SOURCE_NAMES)})
+    memory_budget: str = memory_budget_field()
+    split_source: str = split_source_field()
 
     def __post_init__(self):
         # Imported here, not with the module: `train-head --help` must not load torch (issue 32).
         from stagecache.extract.vit.specs import layer_group
         from stagecache.heads import HEADS
         from stagecache.pipelines.training import losses
-        from stagecache.pipelines.training.sources import SOURCES, parse_size
         from stagecache.pipelines.training.split_batches import SAMPLINGS
 
         if self.head not in HEADS:
@@ -132,10 +151,7 @@ class TrainArgs:
             raise ValueError(f"combine must be 'mean' or 'concat', got {self.combine!r}")
         for name in ("train_boxes", "val_boxes"):
             check_box_set(getattr(self, name), name)
-        if self.split_source not in SOURCES:
-            raise ValueError(f"unknown split_source {self.split_source!r}; valid: {', '.join(SOURCES)}")
-        if self.memory_budget:
-            parse_size(self.memory_budget)
+        check_split_reading(self.memory_budget, self.split_source)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.lr is not None and not self.lr > 0:

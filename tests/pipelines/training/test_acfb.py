@@ -85,6 +85,18 @@ def test_bank_round_trips_first_order_maps(stores, stage_one):
             torch.testing.assert_close(maps[lo:hi][sel], ref[sel], rtol=2e-3, atol=2e-3)  # float16 storage
 
 
+def test_write_bank_from_a_streamed_split_equals_the_resident_one(stores, stage_one, tmp_path):
+    import shutil
+
+    copy = tmp_path / "val.zarr"
+    shutil.copytree(stores[1], copy)
+    write_relation_bank(stage_one, str(copy), "acfb", boxes="gt+proposals", score_threshold=0.5, device="cpu",
+                        split_source="streamed", memory_budget="1G")
+    a = open_store(stores[1]).load({"acfb": None}).data  # written from a resident split (stage_one)
+    b = open_store(str(copy)).load({"acfb": None}).data
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_batches_carry_the_stored_rows_of_their_actors(stores, stage_one):
     data = load_split(SplitSpec(stores[0], "train", "gt", 0.9), levels=["kf_context"], device=torch.device("cpu"),
                       bank_group="acfb")

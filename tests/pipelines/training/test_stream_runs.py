@@ -46,6 +46,20 @@ def test_streamed_train_head_equals_resident_under_blocks(stores, tmp_path):
     assert "resident (" in (tmp_path / "res" / "train.log").read_text()
 
 
+def test_predict_reads_a_streamed_store_as_a_resident_one(stores, tmp_path, capsys):
+    """predict's --split-source / --memory-budget: the same predictions CSV from several chunks."""
+    from stagecache.pipelines.training.predict import PredictArgs, predict
+
+    budget = str(_budget(stores))
+    run = tmp_path / "run"
+    train(_args(stores, run, epochs=1))
+    for src, b in (("resident", ""), ("streamed", budget)):
+        predict(PredictArgs(run_dir=str(run), store=stores[1], out=str(tmp_path / f"{src}.csv"), device="cpu",
+                            split_source=src, memory_budget=b))
+        assert f"predict split {stores[1]}: {src}" in capsys.readouterr().err
+    assert (tmp_path / "resident.csv").read_bytes() == (tmp_path / "streamed.csv").read_bytes()
+
+
 def test_kill_mid_streamed_epoch_then_resume_equals_uninterrupted(stores, tmp_path):
     budget = str(_budget(stores))
     from stagecache.pipelines.training import stream
