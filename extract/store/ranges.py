@@ -19,25 +19,26 @@ import resource
 
 import numpy as np
 
-from stagecache.extract.store.io import CHUNK_MAX_BYTES, FRAGMENTS, ArrayReader, StoreError, _plain_layout, axis_of
+from stagecache.extract.store.integrity import open_array
+from stagecache.extract.store.io import CHUNK_MAX_BYTES, FRAGMENTS, StoreError, axis_of
 
 
 class _OpenArray:
     """One fragment array whose chunk files are held open (raw local layout), else a zarr reader."""
 
-    def __init__(self, store, fragment_id: str, name: str, strict: bool = False):
-        loc = store.loc
+    def __init__(self, store, man: dict, name: str):
+        loc, fragment_id = store.loc, man["fragment"]
         self.where = f"{store.path}: fragment {fragment_id}, array {name}"
         self.fds: list[int | None] = []
-        self.plain = None
-        if loc.local:
-            sub = f"{FRAGMENTS}/{fragment_id}/{name}"
-            meta = loc.read_json(f"{sub}/zarr.json")
-            self.plain = _plain_layout(meta)
-            self.shape, self.fill = tuple(meta["shape"]), meta.get("fill_value")
+        # The checks every read makes (zarr.json against the manifest, recorded file sizes), in
+        # their one home; the reader they return serves arrays not held as raw local chunks.
+        self.reader = open_array(loc, man, name)
+        strict = bool(man.get("files"))
+        self.plain = self.reader.plain  # (rows per chunk, key separator) of a raw local array, else None
         if self.plain is None:
-            self.reader = ArrayReader(loc, fragment_id, name)
             return
+        self.shape, self.fill = self.reader.shape, self.reader.fill
+        sub = f"{FRAGMENTS}/{fragment_id}/{name}"
         rows, sep = self.plain
         base = loc._p(sub)
         for c in range(-(-max(self.shape[0], 1) // rows)):
@@ -115,7 +116,7 @@ class RangeReader:
             for (g, fid), f in frags.items():
                 for n in self.select[g]:
                     if n in f.arrays:
-                        self._arrays[g, fid, n] = _OpenArray(store, fid, n, strict=bool(f.man.get("files")))
+                        self._arrays[g, fid, n] = _OpenArray(store, f.man, n)
         except FileNotFoundError as e:
             self.close()
             raise StoreError(f"{store.path}: {e.filename} was removed after the store was opened (a `cache compact` "

@@ -70,6 +70,8 @@ def test_damaged_store_refused_by_every_reader(trained, tmp_path, monkeypatch, h
     va, vfid = _damaged_copy(trained, tmp_path, "val", how)
     run = str(trained / "run")
     _one_line(_train_args(tr, str(trained / "val.zarr"), tmp_path / "run2"), tmp_path, tr, fid, "actor_pooled")
+    _one_line(_train_args(tr, str(trained / "val.zarr"), tmp_path / "run3", "--split-source", "streamed"),
+              tmp_path, tr, fid, "actor_pooled")  # the streamed reader makes the same checks
     _one_line(["predict", "--run", run, "--store", va, "--out", str(tmp_path / "p.csv"), "--device", "cpu"],
               tmp_path, va, vfid)
     _one_line(["cache", "export", tr, str(tmp_path / "x.h5")], tmp_path, tr, fid)
