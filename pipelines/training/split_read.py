@@ -184,7 +184,7 @@ def split_size(store, spec: SplitSpec, plan: ReadPlan) -> SplitSize:
     """A split's memory for this head, from its array shapes (nothing is read)."""
     small, big = split_bytes(store, read_select(store, plan))
     streamed = stream_select(store, plan)
-    small_streaming = sum(split_bytes(store, read_select(store, plan))) - split_bytes(store, streamed)[1]
+    small_streaming = small + big - split_bytes(store, streamed)[1]
     kfb = keyframe_bytes(store, streamed)
     per_video = np.bincount(store._kf_video, weights=kfb, minlength=len(store.videos)).astype(np.int64)
     return SplitSize(f"{spec.role} split {store.path}", small + big, small_streaming, per_video, list(store.videos))
